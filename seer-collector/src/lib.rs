@@ -1,0 +1,4 @@
+//! Seer collector (work in progress).
+#![forbid(unsafe_code)]
+
+pub mod predict;

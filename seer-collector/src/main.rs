@@ -1,0 +1,2 @@
+//! The `seer-collector` binary.
+fn main() {}

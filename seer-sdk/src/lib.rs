@@ -1,0 +1,1 @@
+//! Seer in-process recorder (work in progress).

@@ -1,0 +1,2 @@
+//! SeerLayer (work in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,95 @@
+//! `cargo xtask`: project automation.
+//!
+//! Run `cargo xtask` with no argument for the list of commands.
+
+mod bench;
+mod libtorch;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Seer's project automation.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", arg_required_else_help = true, version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Provision CPU-only libtorch 2.13.0 for tch into third_party/libtorch (idempotent).
+    ///
+    /// A LIBTORCH set in the environment (e.g. a CUDA build for GPU training) is used as is.
+    Setup,
+    /// The test gate CI runs: setup, fmt, clippy, the dependency fence, every test and doctest.
+    Test,
+    /// Run the benchmarks and write target/seer-bench/summary.json.
+    Bench {
+        /// Only run benches whose name contains this string.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Check the dependency fence: seer-sdk and seer-tower never reach tch or torch-sys.
+    DepsGuard,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => libtorch::setup().map(|_| ()),
+        Cmd::Test => test::run(),
+        Cmd::Bench { only } => bench::run(only.as_deref()),
+        Cmd::DepsGuard => test::deps_guard(),
+    };
+    if let Err(err) = result {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The cargo that runs us.
+pub(crate) fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs a command, echoing it and its wall time; fails with `what` on a non-zero exit.
+pub(crate) fn run_step(what: &str, cmd: &mut Command) -> Result<()> {
+    let started = Instant::now();
+    eprintln!("\n==> {what}");
+    eprintln!("    $ {}", display(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{}`", display(cmd)))?;
+    let secs = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("{what} failed ({status}) after {secs:.1}s");
+    }
+    eprintln!("    ok in {secs:.1}s");
+    Ok(())
+}
+
+pub(crate) fn display(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
