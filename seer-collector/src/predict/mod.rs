@@ -7,6 +7,19 @@
 //! first [`Predictor::observe`] with that tick's aligned features, then [`Predictor::outcome`]
 //! with what the QoS evaluator saw in that tick. A predictor matures its own labels: the input
 //! of tick `t` is labelled once the outcomes up to `t + H` are known.
+//!
+//! Around the seam: [`ReactivePredictor`] (the always-available baseline), [`advice`] (the
+//! documented policy from risk to `admit_fraction`/`max_in_flight`), [`diagnosis`] (the scarce
+//! resource of a flagged service), [`alerts`] and [`thread`] (the OS thread that drives any
+//! `Box<dyn Predictor>` once per tick).
+
+pub mod advice;
+pub mod alerts;
+pub mod diagnosis;
+mod reactive;
+pub mod thread;
+
+pub use reactive::{ReactiveConfig, ReactivePredictor};
 
 /// Names of the per-service features, in column order of [`TickInput::features`].
 ///
@@ -111,4 +124,26 @@ pub trait Predictor: Send {
 
     /// Learns what happened in a tick (labels mature `H` ticks later inside the predictor).
     fn outcome(&mut self, outcome: &TickOutcome<'_>);
+
+    /// Counters for `/metrics`, read once per tick after [`Predictor::outcome`]. The default
+    /// reports nothing (a predictor that does not train).
+    fn stats(&self) -> PredictorStats {
+        PredictorStats::default()
+    }
+}
+
+/// Counters a predictor exposes on `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PredictorStats {
+    /// Training steps taken since start.
+    pub train_steps: u64,
+}
+
+impl PredictorStats {
+    /// Stats with `train_steps` set.
+    pub fn with_train_steps(mut self, train_steps: u64) -> Self {
+        self.train_steps = train_steps;
+        self
+    }
 }
