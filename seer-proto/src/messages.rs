@@ -30,6 +30,13 @@ pub struct WindowBatch {
     /// The SDK's own counters (cumulative since start).
     #[prost(message, optional, tag = "9")]
     pub sdk: Option<SdkCounters>,
+    /// Mean number of requests parked in the service's `poll_ready` (backpressure from the inner
+    /// service or a limiter in front of it), before their endpoint is known; service-wide.
+    #[prost(double, tag = "10")]
+    pub service_queue_depth_mean: f64,
+    /// Maximum of the same service-wide queue.
+    #[prost(uint64, tag = "11")]
+    pub service_queue_depth_max: u64,
 }
 
 /// Stats of one (service, endpoint) over one tick, computed in-process from every request before

@@ -1,0 +1,207 @@
+//! The advice cell: the collector's latest advice, readable in O(1) by every request.
+//!
+//! The exporter thread stores each [`AdviceReply`] it receives; the hot path reads three relaxed
+//! atomics. The fields may be observed from two different stores for one request at the moment
+//! of an update; either value is a valid decision, so no lock or sequence counter is needed.
+
+use std::sync::Mutex;
+
+use seer_proto::AdviceReply;
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+/// Default admission priority of a request when no priority function is configured.
+pub const DEFAULT_PRIORITY: u8 = 128;
+
+/// The advice as the SDK holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Advice {
+    /// Predicted probability (0..1) that this service causes a QoS violation.
+    pub risk: f32,
+    /// Whether this service is named as the culprit.
+    pub culprit: bool,
+    /// Fraction of requests to admit (0..1).
+    pub admit_fraction: f32,
+    /// Optional cap on requests in flight.
+    pub max_in_flight: Option<u32>,
+    /// Why.
+    pub reason: String,
+    /// Model version that produced it.
+    pub model_version: u64,
+    /// Expiry, unix nanoseconds (0: never set, treated as expired).
+    pub expires_at_unix_ns: u64,
+}
+
+impl From<AdviceReply> for Advice {
+    fn from(r: AdviceReply) -> Self {
+        Self {
+            risk: r.risk,
+            culprit: r.culprit,
+            admit_fraction: r.admit_fraction.clamp(0.0, 1.0),
+            max_in_flight: r.max_in_flight,
+            reason: r.reason,
+            model_version: r.model_version,
+            expires_at_unix_ns: r.expires_at_unix_ns,
+        }
+    }
+}
+
+/// Why a request was shed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShedReason {
+    /// The advice's admit fraction.
+    Advice,
+    /// The in-flight cap (advice `max_in_flight` or the configured one).
+    MaxInFlight,
+    /// The local reactive limiter.
+    Limiter,
+}
+
+/// The admission decision computed from advice, read per request.
+#[derive(Debug, Default)]
+pub(crate) struct AdviceCell {
+    /// Unix ns when the advice expires; 0 = no advice.
+    expires_at: AtomicU64,
+    /// Requests with priority below this class are shed.
+    shed_below: AtomicU32,
+    /// Probability (scaled to u32::MAX) of shedding a request whose priority equals `shed_below`.
+    shed_at_prob: AtomicU32,
+    /// In-flight cap from advice; 0 = none.
+    max_in_flight: AtomicU32,
+    /// Admit fraction (f32 bits), for the exporter's recomputation.
+    admit_bits: AtomicU32,
+    full: Mutex<Option<Advice>>,
+}
+
+/// One decision read from the cell.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AdviceView {
+    pub(crate) valid: bool,
+    pub(crate) shed_below: u32,
+    pub(crate) shed_at_prob: u32,
+    pub(crate) max_in_flight: u32,
+}
+
+impl AdviceCell {
+    #[inline]
+    pub(crate) fn view(&self, now_unix_ns: impl FnOnce() -> u64) -> AdviceView {
+        let exp = self.expires_at.load(Ordering::Relaxed);
+        if exp == 0 || now_unix_ns() >= exp {
+            return AdviceView {
+                valid: false,
+                shed_below: 0,
+                shed_at_prob: 0,
+                max_in_flight: 0,
+            };
+        }
+        AdviceView {
+            valid: true,
+            shed_below: self.shed_below.load(Ordering::Relaxed),
+            shed_at_prob: self.shed_at_prob.load(Ordering::Relaxed),
+            max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether any advice was ever stored (cheap check to skip the clock conversion).
+    #[inline]
+    pub(crate) fn is_set(&self) -> bool {
+        self.expires_at.load(Ordering::Relaxed) != 0
+    }
+
+    /// Stores new advice and the shedding threshold for the given priority distribution.
+    pub(crate) fn store(&self, advice: Advice, priorities: &[u64; 256]) {
+        let (below, prob) = shed_threshold(advice.admit_fraction, priorities);
+        self.shed_below.store(below, Ordering::Relaxed);
+        self.shed_at_prob.store(prob, Ordering::Relaxed);
+        self.max_in_flight
+            .store(advice.max_in_flight.unwrap_or(0), Ordering::Relaxed);
+        self.admit_bits
+            .store(advice.admit_fraction.to_bits(), Ordering::Relaxed);
+        self.expires_at
+            .store(advice.expires_at_unix_ns, Ordering::Relaxed);
+        match self.full.lock() {
+            Ok(mut g) => *g = Some(advice),
+            Err(p) => *p.into_inner() = Some(advice),
+        }
+    }
+
+    /// Recomputes the threshold for a new priority distribution, keeping the advice.
+    pub(crate) fn retarget(&self, priorities: &[u64; 256]) {
+        if !self.is_set() {
+            return;
+        }
+        let admit = f32::from_bits(self.admit_bits.load(Ordering::Relaxed));
+        let (below, prob) = shed_threshold(admit, priorities);
+        self.shed_below.store(below, Ordering::Relaxed);
+        self.shed_at_prob.store(prob, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> Option<Advice> {
+        match self.full.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// The class below which everything is shed and the shedding probability within that class, so
+/// that `1 - admit` of the requests (by the observed priority mix) are shed, lowest first.
+pub(crate) fn shed_threshold(admit: f32, priorities: &[u64; 256]) -> (u32, u32) {
+    let shed_frac = f64::from(1.0 - admit.clamp(0.0, 1.0));
+    if shed_frac <= 0.0 {
+        return (0, 0);
+    }
+    let total: u64 = priorities.iter().sum();
+    if total == 0 {
+        // No mix observed: assume every request has the default priority.
+        return (u32::from(DEFAULT_PRIORITY), prob_u32(shed_frac));
+    }
+    let target = shed_frac * total as f64;
+    let mut below = 0.0;
+    for (class, &n) in priorities.iter().enumerate() {
+        let n = n as f64;
+        if n > 0.0 && below + n >= target {
+            let p = ((target - below) / n).clamp(0.0, 1.0);
+            return (u32::try_from(class).unwrap_or(255), prob_u32(p));
+        }
+        below += n;
+    }
+    (256, 0) // shed everything
+}
+
+fn prob_u32(p: f64) -> u32 {
+    if p >= 1.0 {
+        u32::MAX
+    } else {
+        (p * f64::from(u32::MAX)) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_priorities_shed_by_probability() {
+        let (below, prob) = shed_threshold(0.7, &[0; 256]);
+        assert_eq!(below, u32::from(DEFAULT_PRIORITY));
+        assert!((f64::from(prob) / f64::from(u32::MAX) - 0.3).abs() < 1e-6);
+        assert_eq!(shed_threshold(1.0, &[0; 256]), (0, 0));
+    }
+
+    #[test]
+    fn lowest_priority_first() {
+        let mut mix = [0u64; 256];
+        mix[10] = 50; // half the traffic is low priority
+        mix[200] = 50;
+        // shed 25%: half of class 10
+        let (below, prob) = shed_threshold(0.75, &mix);
+        assert_eq!(below, 10);
+        assert!((f64::from(prob) / f64::from(u32::MAX) - 0.5).abs() < 1e-6);
+        // shed 60%: all of class 10 and a fifth of class 200
+        let (below, prob) = shed_threshold(0.4, &mix);
+        assert_eq!(below, 200);
+        assert!((f64::from(prob) / f64::from(u32::MAX) - 0.2).abs() < 1e-6);
+    }
+}
