@@ -1,0 +1,948 @@
+//! One run of a scenario: the collector, the twelve services, the load, the fault schedule, the
+//! prediction poller, the actuator and the live display, all bounded in time and cleaned up on
+//! exit or Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::IsTerminal;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cgroup::Cgroups;
+use crate::collector::{JsonClient, LABELS_PATH, PREDICTIONS_PATH, PredSet, parse_predictions};
+use crate::faults::{FaultKind, FaultSpec, GroundTruth};
+use crate::loadgen::{self, LoadStats};
+use crate::scenario::{Mode, Scenario};
+use crate::service::ServiceConfig;
+use crate::topology::Topology;
+
+/// Quota of the collector's cgroup, percent of one core.
+pub const COLLECTOR_QUOTA_PCT: f64 = 45.0;
+/// `cpu.shares` of the collector's cgroup (the default is 1024).
+pub const COLLECTOR_SHARES: u64 = 128;
+
+/// How to run a scenario once.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The control mode.
+    pub mode: Mode,
+    /// The seed.
+    pub seed: u64,
+    /// Where logs and records go.
+    pub out_dir: PathBuf,
+    /// The collector binary; without it the run has no predictions.
+    pub collector_bin: Option<PathBuf>,
+    /// Show the live view in the terminal.
+    pub live: bool,
+    /// Use cgroups when available.
+    pub cgroups: bool,
+    /// The `social-network` binary that runs services and hogs.
+    pub exe: PathBuf,
+}
+
+/// What the collector said at one tick, compactly.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TickPred {
+    /// Risk per service, in [`RunRecord::services`] order.
+    pub risks: Vec<f32>,
+    /// Services named as culprits, with their resource.
+    pub named: Vec<(String, String)>,
+    /// Collector mode.
+    pub mode: String,
+}
+
+/// One quota raise by the actuator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Actuation {
+    /// The service.
+    pub service: String,
+    /// When the quota was raised, seconds into the run.
+    pub start_s: f64,
+    /// When it was restored (`None` if still raised at the end).
+    pub end_s: Option<f64>,
+    /// The raised quota, percent of one core.
+    pub quota_pct: f64,
+}
+
+/// One tick of client-side ground truth.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TickRow {
+    /// Requests sent.
+    pub sent: u64,
+    /// Ok responses.
+    pub ok: u64,
+    /// Shed (503) responses.
+    pub shed: u64,
+    /// Other errors.
+    pub errors: u64,
+    /// Timeouts.
+    pub timeouts: u64,
+    /// Windowed percentile at this tick, milliseconds.
+    pub window_p_ms: Option<f64>,
+}
+
+/// Everything a run produced, saved as `run.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Scenario name.
+    pub scenario: String,
+    /// Control mode.
+    pub mode: Mode,
+    /// Seed.
+    pub seed: u64,
+    /// Tick, milliseconds.
+    pub tick_ms: u64,
+    /// Run length, seconds.
+    pub duration_s: f64,
+    /// QoS percentile.
+    pub qos_percentile: f64,
+    /// QoS target, milliseconds.
+    pub qos_target_ms: f64,
+    /// QoS window, ticks.
+    pub qos_window_ticks: usize,
+    /// Whether services ran in their own cgroups.
+    pub cgroups: bool,
+    /// Whether a collector ran.
+    pub collector: bool,
+    /// Service names.
+    pub services: Vec<String>,
+    /// Client-side ticks.
+    pub ticks: Vec<TickRow>,
+    /// Whole-run client percentile (ok and timed-out requests), milliseconds.
+    pub p_ms: Option<f64>,
+    /// Predictions per tick (`None` when the collector did not answer).
+    pub preds: Vec<Option<TickPred>>,
+    /// Ground truth of the injected faults.
+    pub faults: Vec<GroundTruth>,
+    /// Actuator actions.
+    pub actuations: Vec<Actuation>,
+    /// Notes about the run (fallbacks taken, errors seen).
+    pub notes: Vec<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    preds: Mutex<BTreeMap<usize, TickPred>>,
+    latest: Mutex<Option<PredSet>>,
+    active: Mutex<Vec<String>>,
+    actuations: Mutex<Vec<Actuation>>,
+    truths: Mutex<Vec<GroundTruth>>,
+    notes: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn note(&self, s: impl Into<String>) {
+        let s = s.into();
+        if let Ok(mut n) = self.notes.lock()
+            && !n.contains(&s)
+        {
+            eprintln!("harness: {s}");
+            n.push(s);
+        }
+    }
+}
+
+/// Child processes, killed on drop.
+#[derive(Debug, Default)]
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    fs::File::create(dir.join(format!("{name}.log")))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+/// Runs a scenario once and returns its record (also written to `out_dir/run.json`).
+///
+/// # Errors
+/// When the app cannot be started; faults and a missing collector are noted, not errors.
+pub async fn run(opts: RunOptions) -> Result<RunRecord> {
+    let sc = &opts.scenario;
+    fs::create_dir_all(opts.out_dir.join("logs"))?;
+    let logs = opts.out_dir.join("logs");
+    let shared = Arc::new(Shared::default());
+    let tick = Duration::from_millis(sc.tick_ms);
+    let mut topo = Topology::social_network().with_overrides(&sc.topology)?;
+    for s in topo.names() {
+        topo.addrs.insert(s.clone(), free_port()?);
+        topo.admin_addrs.insert(s, free_port()?);
+    }
+    let services = topo.names();
+    let schedule = sc.schedule(&services);
+    let base_rps = sc.load.profile.base_rate();
+    let bottleneck = topo.bottleneck(&sc.load, base_rps);
+
+    let cgroups = if opts.cgroups {
+        match Cgroups::probe() {
+            Ok(c) => Some(Arc::new(c)),
+            Err(why) => {
+                shared.note(format!(
+                    "cgroups unavailable ({why}): services run without CPU quotas, CPU faults \
+                     are hog threads inside the culprit's process, and the actuator is off"
+                ));
+                None
+            }
+        }
+    } else {
+        shared.note("cgroups disabled: no CPU quotas, in-process CPU hogs, no actuator");
+        None
+    };
+    let mut children = Children::default();
+    let exe = opts.exe.clone();
+    let run_s = sc.total_s();
+    let deadline_s = run_s + 30.0;
+
+    // The collector, in its own capped cgroup with low shares.
+    let mut collector: Option<JsonClient> = None;
+    if let Some(bin) = opts.collector_bin.as_ref().filter(|b| b.exists()) {
+        let addr = free_port()?;
+        let cfg_path = opts.out_dir.join("collector.toml");
+        fs::write(&cfg_path, collector_config(sc))?;
+        let child = Command::new(bin)
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(opts.out_dir.join("collector-data"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--tick-ms")
+            .arg(sc.tick_ms.to_string())
+            .env("SEER_TORCH_THREADS", "1")
+            .env("OMP_NUM_THREADS", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(log_file(&logs, "collector"))
+            .stderr(log_file(&logs, "collector.err"))
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let pid = child.id();
+        children.0.push(child);
+        if let Some(cg) = &cgroups {
+            cg.create("collector", COLLECTOR_QUOTA_PCT, Some(COLLECTOR_SHARES))?;
+            cg.add_pid("collector", pid)?;
+        }
+        let client = JsonClient::new(&format!("http://{addr}"));
+        if wait_ready(&client, "/healthz", Duration::from_secs(60)).await {
+            collector = Some(client);
+        } else {
+            shared.note("the collector did not become healthy within 60 s; running without it");
+        }
+    } else {
+        shared.note("no collector binary: the run has no predictions (detection metrics are null)");
+    }
+
+    // The services, one process and one cgroup each.
+    let svc_dir = opts.out_dir.join("services");
+    fs::create_dir_all(&svc_dir)?;
+    for spec in &topo.services {
+        let cgroup_rel = cgroups.as_ref().map(|c| c.rel_path(&spec.name));
+        let cfg = ServiceConfig {
+            name: spec.name.clone(),
+            topology: topo.clone(),
+            mode: opts.mode,
+            control: sc.control.clone(),
+            collector: collector.as_ref().map(|c| c.base().to_string()),
+            cgroup: cgroup_rel.clone(),
+            tick_ms: sc.tick_ms,
+            call_timeout_ms: sc.load.timeout_ms,
+            deadline_s,
+        };
+        let path = svc_dir.join(format!("{}.json", spec.name));
+        fs::write(&path, serde_json::to_vec_pretty(&cfg)?)?;
+        if let Some(cg) = &cgroups {
+            cg.create(&spec.name, spec.quota_pct, None)?;
+        }
+        let mut cmd = Command::new(&exe);
+        cmd.arg("service")
+            .arg("--config")
+            .arg(&path)
+            .env("SEER_SERVICE", &spec.name)
+            .env("SEER_TICK_MS", sc.tick_ms.to_string())
+            .stdout(log_file(&logs, &spec.name))
+            .stderr(log_file(&logs, &format!("{}.err", spec.name)));
+        if let Some(c) = &collector {
+            cmd.env("SEER_ENDPOINT", c.base());
+        }
+        if let Some(rel) = &cgroup_rel {
+            cmd.env("SEER_CGROUP", rel);
+        }
+        let child = cmd.spawn().context("cannot start a service")?;
+        let pid = child.id();
+        children.0.push(child);
+        if let Some(cg) = &cgroups {
+            cg.add_pid(&spec.name, pid)?;
+        }
+    }
+    for s in &services {
+        let admin = JsonClient::new(&format!("http://{}", topo.admin_addrs[s]));
+        if !wait_ready(&admin, "/health", Duration::from_secs(20)).await {
+            bail!("service {s} did not start (see {})", logs.display());
+        }
+    }
+
+    // Everything below is timed from `origin`.
+    let origin = Instant::now() + Duration::from_millis(100);
+    let origin_unix_ns = unix_ns() + 100_000_000;
+    let stats = Arc::new(LoadStats::new(tick, origin));
+    let stop = Arc::new(AtomicBool::new(false));
+    let frontend = topo.addrs["frontend"];
+    let load = tokio::spawn(loadgen::run(
+        frontend,
+        sc.load.clone(),
+        opts.seed,
+        Arc::clone(&stats),
+        Duration::from_secs_f64(run_s),
+    ));
+    let injector = tokio::spawn(inject(InjectCtx {
+        schedule: schedule.clone(),
+        bottleneck,
+        topo: topo.clone(),
+        cgroups: cgroups.clone(),
+        collector: collector.clone(),
+        stats: Arc::clone(&stats),
+        shared: Arc::clone(&shared),
+        exe: exe.clone(),
+        logs: logs.clone(),
+        origin,
+        origin_unix_ns,
+        stop: Arc::clone(&stop),
+    }));
+    let poller = collector.clone().map(|c| {
+        tokio::spawn(poll_predictions(
+            c,
+            services.clone(),
+            sc.control.risk_threshold,
+            Arc::clone(&stats),
+            Arc::clone(&shared),
+            Arc::clone(&stop),
+        ))
+    });
+    let actuator = match (&cgroups, opts.mode.is_actuate()) {
+        (Some(cg), true) => Some(tokio::spawn(actuate(
+            Arc::clone(cg),
+            topo.clone(),
+            sc.clone(),
+            Arc::clone(&stats),
+            Arc::clone(&shared),
+            Arc::clone(&stop),
+        ))),
+        (None, true) => {
+            shared.note("the actuator needs cgroups; it is off in this run");
+            None
+        }
+        _ => None,
+    };
+    let live = tokio::spawn(live_view(
+        opts.live,
+        sc.clone(),
+        opts.mode,
+        services.clone(),
+        Arc::clone(&stats),
+        Arc::clone(&shared),
+        Arc::clone(&stop),
+    ));
+
+    let interrupted = tokio::select! {
+        _ = load => false,
+        _ = tokio::signal::ctrl_c() => true,
+    };
+    stop.store(true, Ordering::Relaxed);
+    let _ = injector.await;
+    if let Some(p) = poller {
+        let _ = p.await;
+    }
+    if let Some(a) = actuator {
+        let _ = a.await;
+    }
+    let _ = live.await;
+    drop(children);
+    if let Some(cg) = &cgroups {
+        cg.cleanup();
+    }
+    if interrupted {
+        bail!("interrupted: services stopped and cgroups removed");
+    }
+
+    let record = build_record(
+        &opts,
+        sc,
+        &services,
+        &stats,
+        &shared,
+        collector.is_some(),
+        cgroups.is_some(),
+    );
+    fs::write(opts.out_dir.join("run.json"), serde_json::to_vec(&record)?)?;
+    Ok(record)
+}
+
+fn build_record(
+    opts: &RunOptions,
+    sc: &Scenario,
+    services: &[String],
+    stats: &LoadStats,
+    shared: &Shared,
+    collector: bool,
+    cgroups: bool,
+) -> RunRecord {
+    let ticks = stats.snapshot();
+    let n = ((sc.total_s() * 1000.0) as u64 / sc.tick_ms) as usize;
+    let window = (sc.qos.window_ms / sc.tick_ms).max(1) as usize;
+    let wp = loadgen::windowed_percentile(&ticks, window, sc.qos.percentile, sc.qos.min_samples);
+    let mut all = loadgen::new_hist();
+    for t in &ticks {
+        let _ = all.add(&t.hist);
+    }
+    let p_ms =
+        (!all.is_empty()).then(|| all.value_at_quantile(sc.qos.percentile / 100.0) as f64 / 1000.0);
+    let rows: Vec<TickRow> = ticks
+        .iter()
+        .take(n)
+        .zip(wp)
+        .map(|(t, p)| TickRow {
+            sent: t.sent,
+            ok: t.ok,
+            shed: t.shed,
+            errors: t.errors,
+            timeouts: t.timeouts,
+            window_p_ms: p,
+        })
+        .collect();
+    let preds_map = shared.preds.lock().map(|p| p.clone()).unwrap_or_default();
+    let preds = (0..rows.len())
+        .map(|i| preds_map.get(&i).cloned())
+        .collect();
+    RunRecord {
+        scenario: sc.name.clone(),
+        mode: opts.mode,
+        seed: opts.seed,
+        tick_ms: sc.tick_ms,
+        duration_s: sc.total_s(),
+        qos_percentile: sc.qos.percentile,
+        qos_target_ms: sc.qos.target_ms,
+        qos_window_ticks: window,
+        cgroups,
+        collector,
+        services: services.to_vec(),
+        ticks: rows,
+        p_ms,
+        preds,
+        faults: shared.truths.lock().map(|t| t.clone()).unwrap_or_default(),
+        actuations: shared
+            .actuations
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default(),
+        notes: shared.notes.lock().map(|n| n.clone()).unwrap_or_default(),
+    }
+}
+
+/// The collector's TOML: the QoS spec on the frontend's entry endpoints.
+pub fn collector_config(sc: &Scenario) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("episode_gap_ticks = {}\n", sc.qos.merge_gap_ticks));
+    for m in &sc.load.mix {
+        s.push_str(&format!(
+            "\n[[qos]]\nservice = \"frontend\"\nendpoint = \"POST /{}\"\npercentile = {:.1}\ntarget_ms = {:.1}\nwindow_ms = {}\n",
+            m.op, sc.qos.percentile, sc.qos.target_ms, sc.qos.window_ms
+        ));
+    }
+    s
+}
+
+async fn wait_ready(client: &JsonClient, path: &str, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if client.hit(path).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+struct InjectCtx {
+    schedule: Vec<FaultSpec>,
+    bottleneck: String,
+    topo: Topology,
+    cgroups: Option<Arc<Cgroups>>,
+    collector: Option<JsonClient>,
+    stats: Arc<LoadStats>,
+    shared: Arc<Shared>,
+    exe: PathBuf,
+    logs: PathBuf,
+    origin: Instant,
+    origin_unix_ns: u64,
+    stop: Arc<AtomicBool>,
+}
+
+/// The fault injector: applies the schedule each tick and records the ground truth.
+async fn inject(ctx: InjectCtx) {
+    #[derive(PartialEq)]
+    enum St {
+        Pending,
+        Active,
+        Done,
+    }
+    let mut state: Vec<St> = ctx.schedule.iter().map(|_| St::Pending).collect();
+    let mut hogs = Children::default();
+    let admins: BTreeMap<String, JsonClient> = ctx
+        .topo
+        .admin_addrs
+        .iter()
+        .map(|(k, a)| (k.clone(), JsonClient::new(&format!("http://{a}"))))
+        .collect();
+    let mut interval = tokio::time::interval(ctx.stats.tick);
+    while !ctx.stop.load(Ordering::Relaxed) {
+        interval.tick().await;
+        let now_s = ctx.origin.elapsed().as_secs_f64();
+        let mut active_names = Vec::new();
+        let mut multiplier = 1.0;
+        for (i, f) in ctx.schedule.iter().enumerate() {
+            let culprit = if f.kind == FaultKind::LoadSpike {
+                ctx.bottleneck.clone()
+            } else {
+                f.service.clone()
+            };
+            let rel = now_s - f.start_s;
+            if state[i] == St::Pending && rel >= 0.0 {
+                state[i] = St::Active;
+                let truth = GroundTruth {
+                    id: i,
+                    service: culprit.clone(),
+                    resource: f.kind.resource().into(),
+                    class: f.class,
+                    kind: f.kind,
+                    start_unix_ns: ctx.origin_unix_ns + (f.start_s * 1e9) as u64,
+                    end_unix_ns: ctx.origin_unix_ns + (f.end_s() * 1e9) as u64,
+                    start_s: f.start_s,
+                    end_s: f.end_s(),
+                };
+                post_label(&ctx, &truth, "start").await;
+                if let Ok(mut t) = ctx.shared.truths.lock() {
+                    t.push(truth);
+                }
+                if let Err(e) = start_process_fault(&ctx, f, &mut hogs) {
+                    ctx.shared
+                        .note(format!("fault {i} ({}): {e:#}", f.kind.as_str()));
+                }
+            }
+            if state[i] != St::Active {
+                continue;
+            }
+            let level = f.envelope().at(rel);
+            let value = level.unwrap_or(0.0);
+            let admin = admins.get(&f.service);
+            match f.kind {
+                FaultKind::SlowDependency => {
+                    if let Some(a) = admin {
+                        let _ = a
+                            .hit(&format!("/fault?slow_us={}", (value * 1000.0) as u64))
+                            .await;
+                    }
+                }
+                FaultKind::LockContention => {
+                    if let Some(a) = admin {
+                        let _ = a.hit(&format!("/fault?lock={value:.3}")).await;
+                    }
+                }
+                FaultKind::CpuHog if ctx.cgroups.is_none() => {
+                    if let Some(a) = admin {
+                        let _ = a.hit(&format!("/fault?hog={:.3}", value.min(1.0))).await;
+                    }
+                }
+                FaultKind::LoadSpike => multiplier *= 1.0 + (value - 1.0).max(0.0),
+                _ => {}
+            }
+            if level.is_none() {
+                state[i] = St::Done;
+                if let Some(t) = ctx
+                    .shared
+                    .truths
+                    .lock()
+                    .ok()
+                    .and_then(|t| t.iter().find(|t| t.id == i).cloned())
+                {
+                    post_label(&ctx, &t, "end").await;
+                }
+            } else {
+                active_names.push(format!(
+                    "{} {} on {} ({:.0}% of peak)",
+                    f.class.as_str(),
+                    f.kind.as_str(),
+                    culprit,
+                    100.0 * value / f.intensity.max(1e-9)
+                ));
+            }
+        }
+        ctx.stats.set_multiplier(multiplier);
+        if let Ok(mut a) = ctx.shared.active.lock() {
+            *a = active_names;
+        }
+    }
+    // Leave no knob set.
+    for a in admins.values() {
+        let _ = a.hit("/fault?slow_us=0&lock=0&hog=0").await;
+    }
+    drop(hogs);
+}
+
+fn start_process_fault(ctx: &InjectCtx, f: &FaultSpec, hogs: &mut Children) -> Result<()> {
+    let kind = match f.kind {
+        FaultKind::CpuHog if ctx.cgroups.is_some() => "cpu",
+        FaultKind::MemoryPressure => "mem",
+        _ => return Ok(()),
+    };
+    let env = f.envelope();
+    let child = Command::new(&ctx.exe)
+        .args(["hog", "--kind", kind])
+        .args(["--peak", &env.peak.to_string()])
+        .args(["--ramp-s", &env.ramp_s.to_string()])
+        .args(["--hold-s", &env.hold_s.to_string()])
+        .stdout(Stdio::null())
+        .stderr(log_file(&ctx.logs, &format!("hog-{}-{}", kind, f.service)))
+        .spawn()?;
+    let pid = child.id();
+    hogs.0.push(child);
+    if let Some(cg) = &ctx.cgroups {
+        cg.add_pid(&f.service, pid)?;
+    }
+    Ok(())
+}
+
+async fn post_label(ctx: &InjectCtx, t: &GroundTruth, phase: &str) {
+    let mut line = serde_json::to_value(t).unwrap_or_default();
+    line["phase"] = json!(phase);
+    let _ = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ctx.logs.join("faults.jsonl"))
+        .and_then(|mut f| {
+            use std::io::Write;
+            writeln!(f, "{line}")
+        });
+    if let Some(c) = &ctx.collector {
+        let body = json!({
+            "service": t.service,
+            "resource": t.resource,
+            "class": t.class.as_str(),
+            "kind": t.kind.as_str(),
+            "start_unix_ns": t.start_unix_ns,
+            "end_unix_ns": if phase == "end" { Some(t.end_unix_ns) } else { None },
+            "id": format!("fault-{}", t.id),
+        });
+        if let Err(e) = c.post(LABELS_PATH, &body).await {
+            ctx.shared
+                .note(format!("the collector refused ground-truth labels: {e:#}"));
+        }
+    }
+}
+
+/// Polls the collector's predictions every tick.
+async fn poll_predictions(
+    client: JsonClient,
+    services: Vec<String>,
+    threshold: f64,
+    stats: Arc<LoadStats>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut interval = tokio::time::interval(stats.tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !stop.load(Ordering::Relaxed) {
+        interval.tick().await;
+        let tick = stats.tick_now();
+        match client.get(PREDICTIONS_PATH).await {
+            Ok(v) => {
+                let Some(set) = parse_predictions(&v) else {
+                    shared.note("could not read /v1/predictions (unknown shape)");
+                    continue;
+                };
+                let by_name: BTreeMap<&str, &crate::collector::Pred> = set
+                    .services
+                    .iter()
+                    .map(|p| (p.service.as_str(), p))
+                    .collect();
+                let risks = services
+                    .iter()
+                    .map(|s| by_name.get(s.as_str()).map_or(0.0, |p| p.risk as f32))
+                    .collect();
+                let mut named: Vec<(String, String)> = set
+                    .services
+                    .iter()
+                    .filter(|p| p.culprit && p.risk >= threshold)
+                    .map(|p| (p.service.clone(), p.resource.clone().unwrap_or_default()))
+                    .collect();
+                if named.is_empty()
+                    && !set.services.iter().any(|p| p.culprit)
+                    && let Some(top) = set
+                        .services
+                        .iter()
+                        .filter(|p| p.risk >= threshold)
+                        .max_by(|a, b| a.risk.total_cmp(&b.risk))
+                {
+                    named.push((
+                        top.service.clone(),
+                        top.resource.clone().unwrap_or_default(),
+                    ));
+                }
+                if let Ok(mut p) = shared.preds.lock() {
+                    p.insert(
+                        tick,
+                        TickPred {
+                            risks,
+                            named,
+                            mode: set.mode.clone(),
+                        },
+                    );
+                }
+                if let Ok(mut l) = shared.latest.lock() {
+                    *l = Some(set);
+                }
+            }
+            Err(e) => shared.note(format!("predictions unavailable: {e:#}")),
+        }
+    }
+}
+
+/// The local actuator: after a culprit short of CPU (or memory) is named for
+/// `actuate_confirm_ticks` ticks in a row, raise its quota by `actuate_extra_pct`; hold at least
+/// `actuate_hold_s` and until it has not been named for 2 s; then restore. It is the only writer
+/// of quotas after set-up.
+async fn actuate(
+    cg: Arc<Cgroups>,
+    topo: Topology,
+    sc: Scenario,
+    stats: Arc<LoadStats>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) {
+    let c = &sc.control;
+    let mut streak: BTreeMap<String, u32> = BTreeMap::new();
+    let mut raised: BTreeMap<String, (Instant, Instant, usize)> = BTreeMap::new();
+    let mut interval = tokio::time::interval(stats.tick);
+    while !stop.load(Ordering::Relaxed) {
+        interval.tick().await;
+        let tick = stats.tick_now();
+        // The latest predictions, if they are fresh (at most 5 ticks old).
+        let named: Vec<(String, String)> = shared
+            .preds
+            .lock()
+            .ok()
+            .and_then(|p| {
+                p.range(..=tick)
+                    .next_back()
+                    .filter(|(t, _)| tick - **t <= 5)
+                    .map(|(_, v)| v.named.clone())
+            })
+            .unwrap_or_default();
+        for s in topo.names() {
+            let hit = named
+                .iter()
+                .any(|(n, r)| n == &s && matches!(r.as_str(), "cpu" | "memory" | "unknown" | ""));
+            let e = streak.entry(s.clone()).or_default();
+            *e = if hit { *e + 1 } else { 0 };
+            if let Some((_, last_named, _)) = raised.get_mut(&s)
+                && hit
+            {
+                *last_named = Instant::now();
+            }
+        }
+        let now_s = stats.origin.elapsed().as_secs_f64();
+        for (s, n) in &streak {
+            if *n >= c.actuate_confirm_ticks && !raised.contains_key(s) {
+                let base = topo.service(s).map_or(20.0, |x| x.quota_pct);
+                let q = (base + c.actuate_extra_pct).min(200.0);
+                if cg.set_quota(s, q).is_ok() {
+                    let idx = shared.actuations.lock().map(|mut a| {
+                        a.push(Actuation {
+                            service: s.clone(),
+                            start_s: now_s,
+                            end_s: None,
+                            quota_pct: q,
+                        });
+                        a.len() - 1
+                    });
+                    if let Ok(idx) = idx {
+                        raised.insert(s.clone(), (Instant::now(), Instant::now(), idx));
+                    }
+                }
+            }
+        }
+        let hold = Duration::from_secs_f64(c.actuate_hold_s);
+        let done: Vec<String> = raised
+            .iter()
+            .filter(|(_, (since, last, _))| {
+                since.elapsed() >= hold && last.elapsed() >= Duration::from_secs(2)
+            })
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in done {
+            if let Some((_, _, idx)) = raised.remove(&s) {
+                let base = topo.service(&s).map_or(20.0, |x| x.quota_pct);
+                let _ = cg.set_quota(&s, base);
+                if let Ok(mut a) = shared.actuations.lock()
+                    && let Some(x) = a.get_mut(idx)
+                {
+                    x.end_s = Some(now_s);
+                }
+            }
+        }
+    }
+    for s in raised.keys() {
+        let base = topo.service(s).map_or(20.0, |x| x.quota_pct);
+        let _ = cg.set_quota(s, base);
+    }
+}
+
+/// Prints, once a second: p99 against the QoS target, throughput, the shed fraction, active
+/// faults, per-service risk and the named culprits with their resource.
+async fn live_view(
+    enabled: bool,
+    sc: Scenario,
+    mode: Mode,
+    services: Vec<String>,
+    stats: Arc<LoadStats>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) {
+    if !enabled {
+        return;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let window = (sc.qos.window_ms / sc.tick_ms).max(1) as usize;
+    let per_s = (1000 / sc.tick_ms).max(1) as usize;
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.tick().await;
+    while !stop.load(Ordering::Relaxed) {
+        interval.tick().await;
+        let ticks = stats.snapshot();
+        if ticks.len() < 2 {
+            continue;
+        }
+        let upto = ticks.len() - 1;
+        let recent = &ticks[upto.saturating_sub(per_s)..upto];
+        let sent: u64 = recent.iter().map(|t| t.sent).sum();
+        let shed: u64 = recent.iter().map(|t| t.shed).sum();
+        let ok: u64 = recent.iter().map(|t| t.ok).sum();
+        let wp = loadgen::windowed_percentile(&ticks[..upto], window, sc.qos.percentile, 1);
+        let p = wp.last().copied().flatten();
+        let latest = shared.latest.lock().ok().and_then(|l| l.clone());
+        let active = shared.active.lock().map(|a| a.clone()).unwrap_or_default();
+        let acts = shared
+            .actuations
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        let mut out = String::new();
+        if tty {
+            out.push_str("\x1b[2J\x1b[H");
+        }
+        let t = stats.origin.elapsed().as_secs_f64();
+        let status = match p {
+            Some(p) if p > sc.qos.target_ms => "VIOLATION",
+            Some(_) => "ok",
+            None => "-",
+        };
+        out.push_str(&format!(
+            "seer demo: {} [{}]  t={:>5.1}s / {:.0}s\n",
+            sc.name,
+            mode,
+            t,
+            sc.total_s()
+        ));
+        out.push_str(&format!(
+            "  p{:.0} (1 s window) {:>7} ms vs QoS {:.0} ms  {status}\n  offered {:>4} rps  goodput {:>4} rps  shed {:>5.1}%\n",
+            sc.qos.percentile,
+            p.map_or("-".to_string(), |p| format!("{p:.1}")),
+            sc.qos.target_ms,
+            sent,
+            ok,
+            100.0 * shed as f64 / sent.max(1) as f64,
+        ));
+        out.push_str(&format!(
+            "  faults: {}\n",
+            if active.is_empty() {
+                "none".to_string()
+            } else {
+                active.join("; ")
+            }
+        ));
+        match latest {
+            Some(set) => {
+                out.push_str(&format!(
+                    "  collector: mode {} model v{}  global risk {:.2}\n",
+                    set.mode, set.model_version, set.global_risk
+                ));
+                for s in &services {
+                    let pred = set.services.iter().find(|p| &p.service == s);
+                    let risk = pred.map_or(0.0, |p| p.risk);
+                    let bar = "#".repeat((risk * 20.0).round() as usize);
+                    let flag = match pred {
+                        Some(p) if p.culprit => format!(
+                            "  <- CULPRIT ({})",
+                            p.resource.clone().unwrap_or_else(|| "?".into())
+                        ),
+                        _ => String::new(),
+                    };
+                    out.push_str(&format!("    {s:<14} {risk:>4.2} {bar:<20}{flag}\n"));
+                }
+            }
+            None => out.push_str("  collector: no predictions yet\n"),
+        }
+        if let Some(a) = acts.iter().rev().find(|a| a.end_s.is_none()) {
+            out.push_str(&format!(
+                "  actuator: {} quota raised to {:.0}% at t={:.1}s\n",
+                a.service, a.quota_pct, a.start_s
+            ));
+        }
+        if !tty {
+            out.push('\n');
+        }
+        eprint!("{out}");
+    }
+}
+
+impl JsonClient {
+    /// `GET base+path`, ignoring the body; `Ok` on any 2xx.
+    ///
+    /// # Errors
+    /// On a transport error, a timeout or a non-2xx status.
+    pub async fn hit(&self, path: &str) -> Result<()> {
+        match self.get(path).await {
+            Ok(_) => Ok(()),
+            Err(e) if format!("{e:#}").contains("not JSON") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The evaluation summary of a run, against an `off` run of the same seed and schedule.
+//!
+//! Definitions (ticks are the run's ticks, 100 ms by default):
+//! - **violation tick**: the client-side windowed percentile (p99 over 1 s) exceeds the target;
+//!   **episode**: a maximal run of violation ticks, gaps shorter than `merge_gap_ticks` merged.
+//! - **named**: a tick where the collector names a culprit (a service flagged `culprit` with
+//!   risk at or above the threshold). An **alarm** is a maximal run of named ticks (gaps under
+//!   10 ticks merged). It is **true** when it overlaps a fault's window (start to end + 5 s) or
+//!   starts at most `HORIZON_TICKS` before a violation episode; precision is true / all alarms.
+//! - per fault, in its window: the first named tick and service (culprit accuracy: that service
+//!   is the injected one); the first tick naming the injected service (time to culprit); the
+//!   resource named with it (resource accuracy, over faults whose resource is in the
+//!   collector's vocabulary: cpu, memory, downstream).
+//! - **gradual detection**: the first violation tick `v` of the fault window in the `off` run;
+//!   detected when a named tick came at least one tick before `v` (lead = `v` - that tick).
+//!   Faults that caused no violation in the `off` run are not counted.
+//! - **avoided**: the fault caused a violation in the `off` run and none in this run.
+//! - **recovery**: seconds from the first to the last violation tick of the window (0 if none).
+
+use serde::Serialize;
+
+use crate::faults::FaultClass;
+use crate::harness::RunRecord;
+
+/// Ticks before an episode in which an alarm counts as a true prediction.
+pub const HORIZON_TICKS: usize = 50;
+/// Seconds after a fault's end that still belong to its window.
+pub const GRACE_S: f64 = 5.0;
+
+/// The summary `cargo xtask eval` prints.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Summary {
+    /// Violation episodes in the run.
+    pub episodes: usize,
+    /// True alarms over all alarms.
+    pub precision: Option<f64>,
+    /// False alarms per hour of run.
+    pub false_alarms_per_hour: Option<f64>,
+    /// Faults whose first named service was the injected one, over all faults.
+    pub culprit_accuracy: Option<f64>,
+    /// Faults whose injected service was named with the right resource.
+    pub resource_accuracy: Option<f64>,
+    /// Shed (503) responses over requests sent.
+    pub shed_fraction: f64,
+    /// Ok responses per second.
+    pub goodput_rps: f64,
+    /// Whole-run client p99, milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Gradual faults.
+    pub gradual: GradualSummary,
+    /// Step faults.
+    pub step: StepSummary,
+}
+
+/// Lead-time quantiles.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Lead {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+}
+
+/// Gradual-fault figures.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct GradualSummary {
+    /// Gradual faults injected.
+    pub faults: usize,
+    /// Detected ahead (lead >= 1 tick) over those that caused a violation in the `off` run.
+    pub detection_rate: Option<f64>,
+    /// Lead of the detected faults, ticks.
+    pub lead_time_ticks: Lead,
+    /// Avoided over those that caused a violation in the `off` run.
+    pub avoided_fraction: Option<f64>,
+    /// Culprit accuracy on gradual faults.
+    pub culprit_accuracy: Option<f64>,
+}
+
+/// Step-fault figures.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StepSummary {
+    /// Step faults injected.
+    pub faults: usize,
+    /// Culprit accuracy on step faults.
+    pub culprit_accuracy: Option<f64>,
+    /// Median ticks from the fault's start to the first tick naming its service.
+    pub time_to_culprit_ticks_p50: Option<f64>,
+    /// Median seconds of violation within the fault window.
+    pub recovery_s_p50: Option<f64>,
+    /// Avoided over those that caused a violation in the `off` run.
+    pub avoided_fraction: Option<f64>,
+}
+
+/// Per-fault evaluation, kept in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultEval {
+    /// Fault id.
+    pub id: usize,
+    /// Class.
+    pub class: FaultClass,
+    /// Kind.
+    pub kind: String,
+    /// Injected service.
+    pub service: String,
+    /// First named service in the window.
+    pub first_named: Option<String>,
+    /// Resource named with the injected service.
+    pub resource_named: Option<String>,
+    /// Ticks from the start to the first tick naming the injected service.
+    pub time_to_culprit_ticks: Option<usize>,
+    /// First violation tick of the window in the reference (`off`) run, relative to the start.
+    pub ref_violation_tick: Option<usize>,
+    /// Lead of the first named tick over the reference violation, ticks.
+    pub lead_ticks: Option<i64>,
+    /// Violation ticks in this run's window.
+    pub violation_ticks: usize,
+    /// Seconds from the first to the last violation tick in the window.
+    pub recovery_s: f64,
+}
+
+/// Violation episodes: `(first tick, last tick)`.
+pub fn episodes(r: &RunRecord, merge_gap: usize) -> Vec<(usize, usize)> {
+    runs(&violations(r), merge_gap)
+}
+
+/// Violation flag per tick.
+pub fn violations(r: &RunRecord) -> Vec<bool> {
+    r.ticks
+        .iter()
+        .map(|t| t.window_p_ms.is_some_and(|p| p > r.qos_target_ms))
+        .collect()
+}
+
+fn runs(flags: &[bool], merge_gap: usize) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (i, f) in flags.iter().enumerate() {
+        if !*f {
+            continue;
+        }
+        match out.last_mut() {
+            Some((_, end)) if i - *end <= merge_gap.max(1) => *end = i,
+            _ => out.push((i, i)),
+        }
+    }
+    out
+}
+
+fn named(r: &RunRecord, i: usize) -> &[(String, String)] {
+    r.preds
+        .get(i)
+        .and_then(|p| p.as_ref())
+        .map_or(&[], |p| p.named.as_slice())
+}
+
+fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let idx = ((v.len() - 1) as f64 * q).round() as usize;
+    Some(v[idx.min(v.len() - 1)])
+}
+
+fn ratio(n: usize, d: usize) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
+}
+
+fn resource_matches(truth: &str, named: &str) -> Option<bool> {
+    match truth {
+        "cpu" => Some(named == "cpu"),
+        "memory" => Some(named == "memory"),
+        "dependency" => Some(named == "downstream"),
+        _ => None,
+    }
+}
+
+/// Evaluates every fault of `r`, with `reference` (the `off` run) for violation timing.
+pub fn evaluate_faults(r: &RunRecord, reference: &RunRecord) -> Vec<FaultEval> {
+    let tick_s = r.tick_ms as f64 / 1000.0;
+    let viol = violations(r);
+    let ref_viol = violations(reference);
+    r.faults
+        .iter()
+        .map(|f| {
+            let s = (f.start_s / tick_s).round() as usize;
+            let e = (((f.end_s + GRACE_S) / tick_s).round() as usize).min(r.ticks.len());
+            let window = s..e.max(s);
+            let first_named = window
+                .clone()
+                .find_map(|i| named(r, i).first().map(|(n, _)| (i, n.clone())));
+            let culprit_tick = window.clone().find_map(|i| {
+                named(r, i)
+                    .iter()
+                    .find(|(n, _)| n == &f.service)
+                    .map(|(_, res)| (i, res.clone()))
+            });
+            let ref_v = window
+                .clone()
+                .find(|i| ref_viol.get(*i).copied().unwrap_or(false));
+            // The first named tick before the reference violation (from the fault's start).
+            let lead = ref_v.and_then(|v| {
+                (s..=v)
+                    .find(|i| !named(r, *i).is_empty())
+                    .map(|a| v as i64 - a as i64)
+            });
+            let vticks: Vec<usize> = window
+                .clone()
+                .filter(|i| viol.get(*i).copied().unwrap_or(false))
+                .collect();
+            let recovery_s = match (vticks.first(), vticks.last()) {
+                (Some(a), Some(b)) => (b - a + 1) as f64 * tick_s,
+                _ => 0.0,
+            };
+            FaultEval {
+                id: f.id,
+                class: f.class,
+                kind: f.kind.as_str().into(),
+                service: f.service.clone(),
+                first_named: first_named.map(|(_, n)| n),
+                resource_named: culprit_tick.as_ref().map(|(_, r)| r.clone()),
+                time_to_culprit_ticks: culprit_tick.map(|(i, _)| i - s),
+                ref_violation_tick: ref_v.map(|v| v - s),
+                lead_ticks: lead,
+                violation_ticks: vticks.len(),
+                recovery_s,
+            }
+        })
+        .collect()
+}
+
+/// The summary of `r`; `off` is the `off` run of the same seed and schedule (`None` when `r` is
+/// itself the `off` run, or when no comparison was run: then avoided fractions are `null`).
+pub fn summarize(
+    r: &RunRecord,
+    off: Option<&RunRecord>,
+    merge_gap: usize,
+) -> (Summary, Vec<FaultEval>) {
+    let reference = off.unwrap_or(r);
+    let evals = evaluate_faults(r, reference);
+    let eps = episodes(r, merge_gap);
+    let tick_s = r.tick_ms as f64 / 1000.0;
+
+    // Alarms.
+    let flags: Vec<bool> = (0..r.ticks.len())
+        .map(|i| !named(r, i).is_empty())
+        .collect();
+    let alarms = runs(&flags, 10);
+    let has_preds = r.preds.iter().any(Option::is_some);
+    let mut true_alarms = 0;
+    for (a, b) in &alarms {
+        let in_fault = r.faults.iter().any(|f| {
+            let s = (f.start_s / tick_s) as usize;
+            let e = ((f.end_s + GRACE_S) / tick_s) as usize;
+            *a <= e && *b >= s
+        });
+        let before_episode = eps
+            .iter()
+            .any(|(es, ee)| *a + HORIZON_TICKS >= *es && *a <= *ee);
+        if in_fault || before_episode {
+            true_alarms += 1;
+        }
+    }
+    let hours = r.ticks.len() as f64 * tick_s / 3600.0;
+    let precision = if has_preds {
+        ratio(true_alarms, alarms.len())
+    } else {
+        None
+    };
+    let false_alarms_per_hour =
+        (has_preds && hours > 0.0).then(|| (alarms.len() - true_alarms) as f64 / hours);
+
+    let all_culprit = evals
+        .iter()
+        .filter(|e| e.first_named.as_ref() == Some(&e.service))
+        .count();
+    let res_pool: Vec<&FaultEval> = evals
+        .iter()
+        .filter(|e| {
+            r.faults
+                .iter()
+                .find(|f| f.id == e.id)
+                .and_then(|f| resource_matches(&f.resource, ""))
+                .is_some()
+        })
+        .collect();
+    let res_ok = res_pool
+        .iter()
+        .filter(|e| {
+            let truth = r
+                .faults
+                .iter()
+                .find(|f| f.id == e.id)
+                .map(|f| f.resource.as_str());
+            match (truth, e.resource_named.as_deref()) {
+                (Some(t), Some(n)) => resource_matches(t, n).unwrap_or(false),
+                _ => false,
+            }
+        })
+        .count();
+
+    let class_of = |c: FaultClass| evals.iter().filter(move |e| e.class == c);
+    let avoided = |c: FaultClass| -> Option<f64> {
+        off?;
+        let violating: Vec<&FaultEval> = class_of(c)
+            .filter(|e| e.ref_violation_tick.is_some())
+            .collect();
+        ratio(
+            violating.iter().filter(|e| e.violation_ticks == 0).count(),
+            violating.len(),
+        )
+    };
+    let culprit_acc = |c: FaultClass| -> Option<f64> {
+        let v: Vec<&FaultEval> = class_of(c).collect();
+        if !has_preds {
+            return None;
+        }
+        ratio(
+            v.iter()
+                .filter(|e| e.first_named.as_ref() == Some(&e.service))
+                .count(),
+            v.len(),
+        )
+    };
+    let gradual_violating: Vec<&FaultEval> = class_of(FaultClass::Gradual)
+        .filter(|e| e.ref_violation_tick.is_some())
+        .collect();
+    let mut leads: Vec<f64> = gradual_violating
+        .iter()
+        .filter_map(|e| e.lead_ticks)
+        .filter(|l| *l >= 1)
+        .map(|l| l as f64)
+        .collect();
+    let detected = leads.len();
+    let mut ttc: Vec<f64> = class_of(FaultClass::Step)
+        .filter_map(|e| e.time_to_culprit_ticks.map(|t| t as f64))
+        .collect();
+    let mut rec: Vec<f64> = class_of(FaultClass::Step).map(|e| e.recovery_s).collect();
+
+    let sent: u64 = r.ticks.iter().map(|t| t.sent).sum();
+    let shed: u64 = r.ticks.iter().map(|t| t.shed).sum();
+    let ok: u64 = r.ticks.iter().map(|t| t.ok).sum();
+    let secs = (r.ticks.len() as f64 * tick_s).max(1e-9);
+    let summary = Summary {
+        episodes: eps.len(),
+        precision,
+        false_alarms_per_hour,
+        culprit_accuracy: if has_preds {
+            ratio(all_culprit, evals.len())
+        } else {
+            None
+        },
+        resource_accuracy: if has_preds {
+            ratio(res_ok, res_pool.len())
+        } else {
+            None
+        },
+        shed_fraction: shed as f64 / sent.max(1) as f64,
+        goodput_rps: ok as f64 / secs,
+        p99_ms: r.p_ms,
+        gradual: GradualSummary {
+            faults: class_of(FaultClass::Gradual).count(),
+            detection_rate: if has_preds {
+                ratio(detected, gradual_violating.len())
+            } else {
+                None
+            },
+            lead_time_ticks: Lead {
+                p50: quantile(&mut leads, 0.5),
+                p90: quantile(&mut leads, 0.9),
+            },
+            avoided_fraction: avoided(FaultClass::Gradual),
+            culprit_accuracy: culprit_acc(FaultClass::Gradual),
+        },
+        step: StepSummary {
+            faults: class_of(FaultClass::Step).count(),
+            culprit_accuracy: culprit_acc(FaultClass::Step),
+            time_to_culprit_ticks_p50: quantile(&mut ttc, 0.5),
+            recovery_s_p50: quantile(&mut rec, 0.5),
+            avoided_fraction: avoided(FaultClass::Step),
+        },
+    };
+    (summary, evals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_merge_short_gaps() {
+        let f = [false, true, true, false, true, false, false, false, true];
+        assert_eq!(runs(&f, 1), vec![(1, 2), (4, 4), (8, 8)]);
+        assert_eq!(runs(&f, 2), vec![(1, 4), (8, 8)]);
+    }
+
+    #[test]
+    fn quantiles() {
+        let mut v = vec![3.0, 1.0, 2.0];
+        assert_eq!(quantile(&mut v, 0.5), Some(2.0));
+        assert_eq!(quantile(&mut [], 0.5), None);
+    }
+}

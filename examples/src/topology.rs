@@ -1,0 +1,292 @@
+//! The social-network service graph, modelled on DeathStarBench's Social Network.
+//!
+//! ```text
+//! frontend ─ compose ─> compose-post ─┬─> text, user-mention, url-shorten,   (in parallel)
+//!          │                          │   unique-id, media, user
+//!          │                          ├─> post-storage/store
+//!          │                          └─> user-timeline/write, home-timeline/write ─> social-graph
+//!          ├ home ────> home-timeline/read ─> post-storage/read
+//!          └ user ────> user-timeline/read ─> post-storage/read
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::{LoadSpec, TopologyOverrides};
+
+/// One downstream call.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Call {
+    /// Callee service.
+    pub service: String,
+    /// Callee operation (the request path without `/`).
+    pub op: String,
+    /// How many times it is called (in parallel).
+    pub count: u32,
+}
+
+impl Call {
+    /// Parses `service/op` or `service/op*count`.
+    ///
+    /// # Errors
+    /// On a malformed call.
+    pub fn parse(s: &str) -> Result<Self> {
+        let (target, count) = match s.split_once('*') {
+            Some((t, c)) => (t, c.trim().parse::<u32>()?),
+            None => (s, 1),
+        };
+        let Some((service, op)) = target.split_once('/') else {
+            bail!("call `{s}` is not `service/op`");
+        };
+        Ok(Self {
+            service: service.trim().into(),
+            op: op.trim().into(),
+            count,
+        })
+    }
+}
+
+/// One service of the app.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Name, also its `SEER_SERVICE`.
+    pub name: String,
+    /// Thread CPU time burned per request, milliseconds.
+    pub work_ms: f64,
+    /// Worker permits: requests that may do CPU work at once.
+    pub pool: usize,
+    /// CPU quota, percent of one core.
+    pub quota_pct: f64,
+    /// Per operation: stages of calls; calls within a stage run in parallel.
+    pub ops: BTreeMap<String, Vec<Vec<Call>>>,
+}
+
+/// The whole app: services and, once started, their addresses.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Topology {
+    /// The services, frontend first.
+    pub services: Vec<ServiceSpec>,
+    /// Service name -> listen address (filled in by the harness).
+    pub addrs: BTreeMap<String, SocketAddr>,
+    /// Service name -> admin (fault knob) address.
+    pub admin_addrs: BTreeMap<String, SocketAddr>,
+}
+
+fn calls(stages: &[&[&str]]) -> Vec<Vec<Call>> {
+    stages
+        .iter()
+        .map(|st| {
+            st.iter()
+                .filter_map(|c| Call::parse(c).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl Topology {
+    /// The default twelve-service graph.
+    pub fn social_network() -> Self {
+        let leaf = |name: &str| ServiceSpec {
+            name: name.into(),
+            work_ms: 0.3,
+            pool: 1,
+            quota_pct: 20.0,
+            ops: BTreeMap::new(),
+        };
+        let mut frontend = leaf("frontend");
+        frontend.quota_pct = 40.0;
+        frontend.pool = 2;
+        frontend
+            .ops
+            .insert("compose".into(), calls(&[&["compose-post/compose"]]));
+        frontend
+            .ops
+            .insert("home".into(), calls(&[&["home-timeline/read"]]));
+        frontend
+            .ops
+            .insert("user".into(), calls(&[&["user-timeline/read"]]));
+        let mut compose = leaf("compose-post");
+        compose.quota_pct = 30.0;
+        compose.ops.insert(
+            "compose".into(),
+            calls(&[
+                &[
+                    "text/process",
+                    "user-mention/lookup",
+                    "url-shorten/shorten",
+                    "unique-id/next",
+                    "media/upload",
+                    "user/lookup",
+                ],
+                &["post-storage/store"],
+                &["user-timeline/write", "home-timeline/write"],
+            ]),
+        );
+        let mut home = leaf("home-timeline");
+        home.ops
+            .insert("write".into(), calls(&[&["social-graph/followers"]]));
+        home.ops
+            .insert("read".into(), calls(&[&["post-storage/read"]]));
+        let mut user_tl = leaf("user-timeline");
+        user_tl
+            .ops
+            .insert("read".into(), calls(&[&["post-storage/read"]]));
+        let mut storage = leaf("post-storage");
+        storage.quota_pct = 30.0;
+        Self {
+            services: vec![
+                frontend,
+                compose,
+                leaf("text"),
+                leaf("user-mention"),
+                leaf("url-shorten"),
+                leaf("unique-id"),
+                leaf("media"),
+                leaf("user"),
+                storage,
+                user_tl,
+                home,
+                leaf("social-graph"),
+            ],
+            addrs: BTreeMap::new(),
+            admin_addrs: BTreeMap::new(),
+        }
+    }
+
+    /// Applies a scenario's overrides.
+    ///
+    /// # Errors
+    /// On an override naming an unknown service or a malformed call.
+    pub fn with_overrides(mut self, o: &TopologyOverrides) -> Result<Self> {
+        for s in &mut self.services {
+            if let Some(w) = o.default_work_ms {
+                s.work_ms = w;
+            }
+            if let Some(q) = o.default_quota_pct {
+                s.quota_pct = q;
+            }
+            if let Some(p) = o.default_pool {
+                s.pool = p;
+            }
+        }
+        for (name, ov) in &o.services {
+            let Some(s) = self.services.iter_mut().find(|s| &s.name == name) else {
+                bail!("topology override for unknown service `{name}`");
+            };
+            if let Some(w) = ov.work_ms {
+                s.work_ms = w;
+            }
+            if let Some(q) = ov.quota_pct {
+                s.quota_pct = q;
+            }
+            if let Some(p) = ov.pool {
+                s.pool = p.max(1);
+            }
+            for (op, stages) in &ov.calls {
+                let mut parsed = Vec::new();
+                for st in stages {
+                    parsed.push(
+                        st.iter()
+                            .map(|c| Call::parse(c))
+                            .collect::<Result<Vec<_>>>()?,
+                    );
+                }
+                s.ops.insert(op.clone(), parsed);
+            }
+        }
+        let names: Vec<String> = self.names();
+        for s in &self.services {
+            for stages in s.ops.values() {
+                for c in stages.iter().flatten() {
+                    if !names.contains(&c.service) {
+                        bail!("{} calls unknown service `{}`", s.name, c.service);
+                    }
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Service names, frontend first.
+    pub fn names(&self) -> Vec<String> {
+        self.services.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// A service by name.
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Visits per second of each (service) at the load's base rate and mix.
+    pub fn visit_rates(&self, load: &LoadSpec, rps: f64) -> BTreeMap<String, f64> {
+        let mut out: BTreeMap<String, f64> = self.names().into_iter().map(|n| (n, 0.0)).collect();
+        let total: f64 = load.mix.iter().map(|m| m.weight).sum::<f64>().max(1e-9);
+        for m in &load.mix {
+            self.visit("frontend", &m.op, rps * m.weight / total, &mut out, 0);
+        }
+        out
+    }
+
+    fn visit(&self, svc: &str, op: &str, rate: f64, out: &mut BTreeMap<String, f64>, depth: u32) {
+        if depth > 16 {
+            return;
+        }
+        *out.entry(svc.to_string()).or_default() += rate;
+        if let Some(s) = self.service(svc)
+            && let Some(stages) = s.ops.get(op)
+        {
+            for c in stages.iter().flatten() {
+                self.visit(&c.service, &c.op, rate * f64::from(c.count), out, depth + 1);
+            }
+        }
+    }
+
+    /// The service closest to saturation at `rps` (CPU demand over quota): the ground-truth
+    /// culprit of a load spike.
+    pub fn bottleneck(&self, load: &LoadSpec, rps: f64) -> String {
+        let visits = self.visit_rates(load, rps);
+        self.services
+            .iter()
+            .map(|s| {
+                let v = visits.get(&s.name).copied().unwrap_or(0.0);
+                // 0.12 ms of HTTP handling per visit on top of the burned work.
+                let util = v * (s.work_ms + 0.12) / 1000.0 / (s.quota_pct / 100.0).max(1e-6);
+                (s.name.clone(), util)
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or_else(|| "frontend".into(), |(n, _)| n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_graph_has_twelve_services_and_valid_calls() {
+        let t = Topology::social_network()
+            .with_overrides(&TopologyOverrides::default())
+            .unwrap();
+        assert_eq!(t.services.len(), 12);
+        let v = t.visit_rates(&LoadSpec::default(), 100.0);
+        assert!((v["frontend"] - 100.0).abs() < 1e-9);
+        assert!((v["post-storage"] - 100.0).abs() < 1e-9);
+        assert!((v["text"] - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn call_parse() {
+        assert_eq!(
+            Call::parse("text/process*3").unwrap(),
+            Call {
+                service: "text".into(),
+                op: "process".into(),
+                count: 3
+            }
+        );
+        assert!(Call::parse("nope").is_err());
+    }
+}
