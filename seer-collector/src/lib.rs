@@ -2,5 +2,9 @@
 //! and storage.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod hw;
+pub mod ingest;
+pub mod internal_events;
 pub mod predict;
+pub mod window;

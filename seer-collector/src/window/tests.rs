@@ -1,0 +1,221 @@
+use super::*;
+use crate::ingest::otlp;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use proptest::prelude::*;
+use prost::Message;
+
+const TICK: u64 = 100_000_000;
+
+fn cfg(qos: Vec<QosSpec>) -> AggregatorConfig {
+    AggregatorConfig {
+        tick_ns: TICK,
+        watermark_ns: 2 * TICK,
+        max_services: 8,
+        qos,
+        episode_gap_ticks: 2,
+        slow_trace_ns: 50_000_000,
+        service_ttl_ticks: 100,
+        ring_ticks: 100,
+    }
+}
+
+fn window(service: &str, tick: u64, endpoint: &str, lat_ms: &[u64], queue: f64) -> WindowBatch {
+    let mut h = Histogram::new_latency();
+    for l in lat_ms {
+        h.record_ns(l * 1_000_000);
+    }
+    WindowBatch {
+        version: seer_proto::WIRE_VERSION,
+        service: service.into(),
+        node: "n1".into(),
+        tick_start_unix_ns: tick * TICK,
+        tick_ns: TICK,
+        windows: vec![EndpointWindow {
+            endpoint: endpoint.into(),
+            arrivals: lat_ms.len() as u64,
+            completions: lat_ms.len() as u64,
+            queue_depth_mean: queue,
+            latency: h.encode(),
+            self_latency: h.encode(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn col(name: &str) -> usize {
+    FEATURES.iter().position(|f| *f == name).unwrap()
+}
+
+#[test]
+fn windows_align_per_tick_and_late_data_is_dropped() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    a.on_windows(&window("a", 10, "GET /", &[5, 5], 1.0), None, 10 * TICK);
+    a.on_windows(&window("b", 10, "GET /", &[7], 0.5), None, 10 * TICK);
+    a.on_windows(&window("a", 10, "POST /", &[9], 2.0), None, 10 * TICK);
+    assert!(a.advance(11 * TICK).is_empty(), "watermark not passed");
+    assert!(
+        a.advance(12 * TICK + 1).is_empty(),
+        "tick 10 ends at 11, +2 watermark"
+    );
+    let closed = a.advance(13 * TICK);
+    assert_eq!(closed.len(), 1);
+    let f = &closed[0].frame;
+    assert_eq!(f.tick, 10);
+    assert_eq!(f.services, vec!["a".to_string(), "b".to_string()]);
+    let w = FEATURES.len();
+    assert_eq!(f.features[col("queue_depth_mean")], 3.0);
+    assert_eq!(f.features[w + col("queue_depth_mean")], 0.5);
+    assert_eq!(f.features[col("arrivals_rps")], 30.0);
+    assert_eq!(closed[0].windows[0].arrivals, 3);
+    assert_eq!(closed[0].windows[0].endpoints.len(), 2);
+    assert_eq!(f.nodes[0].0, "n1");
+    // Late: tick 10 is closed.
+    a.on_windows(&window("a", 10, "GET /", &[5], 1.0), None, 13 * TICK);
+    assert_eq!(a.drops().late, 1);
+    // Next ticks close contiguously, even without data.
+    let closed = a.advance(15 * TICK);
+    assert_eq!(
+        closed.iter().map(|c| c.frame.tick).collect::<Vec<_>>(),
+        vec![11, 12]
+    );
+    assert_eq!(a.ring().len(), 3);
+}
+
+#[test]
+fn qos_violation_from_windows_and_label_culprit() {
+    let spec = QosSpec {
+        service: "fe".into(),
+        endpoint: Some("POST /compose".into()),
+        percentile: 0.99,
+        target_ms: 100.0,
+        window_ms: 100,
+    };
+    let mut a = Aggregator::new(cfg(vec![spec]));
+    a.on_label(Label {
+        service: "c".into(),
+        resource: Some("cpu".into()),
+        class: Some("step".into()),
+        start: 5 * TICK,
+        end: None,
+    });
+    a.on_windows(
+        &window("fe", 5, "POST /compose", &[10], 0.0),
+        None,
+        5 * TICK,
+    );
+    a.on_windows(
+        &window("fe", 6, "POST /compose", &[500], 0.0),
+        None,
+        6 * TICK,
+    );
+    a.on_windows(&window("fe", 6, "GET /other", &[900], 0.0), None, 6 * TICK);
+    let closed = a.advance(9 * TICK);
+    assert!(!closed[0].frame.violation);
+    assert!(closed[1].frame.violation && closed[1].frame.episode_start);
+    assert_eq!(closed[1].frame.culprit.as_deref(), Some("c"));
+}
+
+fn span(trace: u8, id: u8, parent: u8, kind: i32, name: &str, start_ms: u64, end_ms: u64) -> Span {
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        parent_span_id: if parent == 0 { vec![] } else { vec![parent; 8] },
+        name: name.into(),
+        kind,
+        start_time_unix_nano: start_ms * 1_000_000,
+        end_time_unix_nano: end_ms * 1_000_000,
+        ..Default::default()
+    }
+}
+
+fn rs(service: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(service.into())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn spans_derive_windows_graph_and_critical_path() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    // tick 10 = 1000..1100 ms. fe (1000..1090) -> client (1005..1085) -> c server (1006..1084).
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![
+            rs(
+                "fe",
+                vec![
+                    span(1, 1, 0, 2, "GET /home", 1000, 1090),
+                    span(1, 2, 1, 3, "call c", 1005, 1085),
+                ],
+            ),
+            rs("c", vec![span(1, 3, 2, 2, "GET /c", 1006, 1084)]),
+        ],
+    };
+    let b = otlp::decode(Bytes::from(req.encode_to_vec())).unwrap();
+    a.on_spans(&b, 1000 * 1_000_000);
+    let closed = a.advance(1300 * 1_000_000);
+    let c10 = closed.iter().find(|c| c.frame.tick == 10).unwrap();
+    let fe = c10.windows.iter().find(|w| w.service == "fe").unwrap();
+    assert_eq!(fe.source, "spans");
+    assert_eq!(fe.arrivals, 1);
+    let self_p50 = fe.features[col("self_latency_p50_ms")].unwrap();
+    assert!(
+        (9.0..=11.0).contains(&self_p50),
+        "fe self time ~10ms, got {self_p50}"
+    );
+    // Traces finalize after 1 s idle: then the graph has fe -> c and c is credited.
+    let closed = a.advance(2500 * 1_000_000);
+    assert!(!closed.is_empty());
+    let edges = a.edges();
+    assert_eq!(edges.len(), 1);
+    assert_eq!(
+        (edges[0].caller.as_str(), edges[0].callee.as_str()),
+        ("fe", "c")
+    );
+    let last = a.advance(2600 * 1_000_000);
+    let f = &last.last().unwrap().frame;
+    assert_eq!(f.edges.len(), 1);
+}
+
+#[test]
+fn service_limit_is_enforced() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    for i in 0..20 {
+        a.on_windows(&window(&format!("s{i}"), 1, "GET /", &[1], 0.0), None, TICK);
+    }
+    assert_eq!(a.services().len(), 8);
+    assert_eq!(a.drops().service_limit, 12);
+}
+
+proptest! {
+    // No window is lost or double-counted at tick edges, whatever the arrival order.
+    #[test]
+    fn every_window_counted_once(ticks in proptest::collection::vec(0u64..20, 1..100)) {
+        let mut a = Aggregator::new(cfg(vec![]));
+        for t in &ticks {
+            a.on_windows(&window("s", *t, "GET /", &[1], 0.0), None, 0);
+        }
+        let closed = a.advance(100 * TICK);
+        let total: u64 = closed.iter().flat_map(|c| c.windows.iter()).map(|w| w.arrivals).sum();
+        prop_assert_eq!(total, ticks.len() as u64);
+        prop_assert_eq!(a.drops().late, 0);
+    }
+}
