@@ -1,4 +1,5 @@
 //! SeerLayer against tower-test mocks: deterministic, no sockets.
+#![allow(clippy::unwrap_used)] // test helpers
 
 mod admission;
 mod basics;
