@@ -30,11 +30,14 @@ struct Post {
     body: Bytes,
 }
 
+/// A scripted reply: status and optional `Retry-After` seconds.
+type Scripted = (u16, Option<u64>);
+
 #[derive(Clone, Default)]
 struct Stub {
     posts: Arc<Mutex<Vec<Post>>>,
     /// Scripted (status, retry-after) replies to trace posts; 200 when empty.
-    traces_script: Arc<Mutex<VecDeque<(u16, Option<u64>)>>>,
+    traces_script: Arc<Mutex<VecDeque<Scripted>>>,
     advice: Arc<Mutex<Option<AdviceReply>>>,
 }
 
@@ -92,10 +95,10 @@ impl Stub {
                     resp.headers_mut().insert("retry-after", s.into());
                 }
             }
-        } else if path == WINDOWS_PATH {
-            if let Some(a) = self.advice.lock().unwrap().clone() {
-                *resp.body_mut() = Full::new(Bytes::from(a.encode_to_vec()));
-            }
+        } else if path == WINDOWS_PATH
+            && let Some(a) = self.advice.lock().unwrap().clone()
+        {
+            *resp.body_mut() = Full::new(Bytes::from(a.encode_to_vec()));
         }
         Ok(resp)
     }
