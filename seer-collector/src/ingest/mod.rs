@@ -1,6 +1,388 @@
-//! Ingest: OTLP/HTTP traces (protobuf and JSON, gzip) and the native window endpoint.
+//! Ingest: OTLP/HTTP traces (protobuf and JSON, gzip) and the native window endpoint, on one
+//! port.
+//!
+//! | outcome | status |
+//! |---|---|
+//! | all spans stored | 200, empty `ExportTraceServiceResponse` |
+//! | some spans rejected (invalid ids) | 200 with `partial_success { rejected_spans, error_message }` |
+//! | malformed body, every span rejected, corrupt gzip | 400 (`google.rpc.Status` body) |
+//! | body over the limit after decompression | 413 |
+//! | unknown content type or encoding | 415 |
+//! | memory budget spent or store queue full | 503 with `Retry-After: 1` |
+//!
+//! A 200 is sent only after the store committed the batch: every acknowledged span is on disk.
 
 pub mod body;
 pub mod budget;
 pub mod error;
 pub mod otlp;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use prost::Message as _;
+
+use self::budget::Reservation;
+use self::error::IngestError;
+use self::otlp::DecodedBatch;
+use crate::internal_events::{
+    DropStage, Dropped, RequestRejected, SpansAccepted, SpansReceived, SpansRejected,
+    WindowsReceived,
+};
+use crate::pipeline::{AggMsg, AppState};
+use crate::predict::advice::Advice;
+
+/// A decoded batch on its way to the store and the aggregator, holding its memory reservation
+/// until both are done with it.
+#[derive(Debug)]
+pub struct Pending {
+    /// The batch.
+    pub batch: DecodedBatch,
+    /// When it was received, unix ns.
+    pub received_unix_ns: u64,
+    /// Memory held for it.
+    pub reservation: Reservation,
+}
+
+/// Body format of an OTLP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/x-protobuf`.
+    Protobuf,
+    /// `application/json`.
+    Json,
+}
+
+/// Reads `Content-Type`.
+///
+/// # Errors
+///
+/// [`IngestError::UnsupportedMediaType`].
+pub fn format(headers: &HeaderMap) -> Result<Format, IngestError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        "application/json" => Ok(Format::Json),
+        _ => Err(IngestError::UnsupportedMediaType),
+    }
+}
+
+/// `google.rpc.Status`, the OTLP error body.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+pub struct RpcStatus {
+    /// gRPC code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// Message.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+fn content_type(f: Format) -> HeaderValue {
+    HeaderValue::from_static(match f {
+        Format::Protobuf => seer_proto::PROTOBUF_CONTENT_TYPE,
+        Format::Json => seer_proto::JSON_CONTENT_TYPE,
+    })
+}
+
+/// The error response for `err` in the request's format.
+pub fn error_response(state: &AppState, f: Format, err: &IngestError) -> Response {
+    let status = err.status();
+    RequestRejected {
+        status: status.as_u16(),
+    }
+    .emit(&state.metrics);
+    let rpc = RpcStatus {
+        code: match status {
+            StatusCode::SERVICE_UNAVAILABLE => 14,
+            StatusCode::PAYLOAD_TOO_LARGE => 8,
+            _ => 3,
+        },
+        message: err.to_string(),
+    };
+    let body = match f {
+        Format::Protobuf => rpc.encode_to_vec(),
+        Format::Json => serde_json::to_vec(&rpc).unwrap_or_default(),
+    };
+    let mut resp = (status, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, content_type(f));
+    if let Some(secs) = err.retry_after() {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+pub(crate) fn now_unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Reads and inflates a body under the limit and budget.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Reservation), IngestError> {
+    let enc = body::encoding(headers)?;
+    let limit = state.cfg.max_body_bytes;
+    let mut res = state.budget.reserve_empty();
+    let raw = body::read_raw(headers, body, limit, &mut res).await?;
+    let bytes = match enc {
+        body::Encoding::Identity => raw,
+        body::Encoding::Gzip => {
+            if raw.len() > 256 << 10 {
+                let (out, r) = tokio::task::spawn_blocking(move || {
+                    let out = body::gunzip(&raw, limit, &mut res);
+                    (out, res)
+                })
+                .await
+                .map_err(|_| IngestError::Overloaded)?;
+                res = r;
+                out?
+            } else {
+                body::gunzip(&raw, limit, &mut res)?
+            }
+        }
+    };
+    Ok((bytes, res))
+}
+
+fn decode(f: Format, bytes: Bytes) -> Result<DecodedBatch, IngestError> {
+    Ok(match f {
+        Format::Protobuf => otlp::decode(bytes)?,
+        Format::Json => otlp::decode_json(&bytes)?,
+    })
+}
+
+/// Decodes an OTLP body, off the async workers when it is large.
+async fn decode_off_thread(f: Format, bytes: Bytes) -> Result<DecodedBatch, IngestError> {
+    if bytes.len() > 1 << 20 {
+        tokio::task::spawn_blocking(move || decode(f, bytes))
+            .await
+            .map_err(|_| IngestError::Overloaded)?
+    } else {
+        decode(f, bytes)
+    }
+}
+
+/// Accepts a decoded batch: store (awaiting the commit) and aggregation (best effort).
+/// Returns (accepted, rejected) span counts.
+///
+/// # Errors
+///
+/// [`IngestError::AllRejected`], [`IngestError::Overloaded`] or [`IngestError::Unavailable`].
+pub async fn accept(
+    state: &AppState,
+    batch: DecodedBatch,
+    mut res: Reservation,
+) -> Result<DecodedCounts, IngestError> {
+    let counts = DecodedCounts {
+        accepted: batch.spans.len() as u64,
+        rejected: batch.rejected,
+        reason: batch.reject_reason,
+    };
+    if batch.spans.is_empty() {
+        if batch.rejected > 0 {
+            return Err(IngestError::AllRejected {
+                count: batch.rejected,
+                reason: batch.reject_reason.unwrap_or("invalid span"),
+            });
+        }
+        return Ok(counts);
+    }
+    // Account the decoded records too (the body is already reserved).
+    if !res.grow(batch.spans.len() * std::mem::size_of::<otlp::SpanRec>()) {
+        return Err(IngestError::Overloaded);
+    }
+    let pending = Arc::new(Pending {
+        batch,
+        received_unix_ns: now_unix_ns(),
+        reservation: res,
+    });
+    if let Some(fwd) = &state.forward {
+        // Agent mode: forward upstream; the upstream store acknowledges.
+        return fwd.spans(&pending).await.map(|()| counts);
+    }
+    let ack = state
+        .writer
+        .as_ref()
+        .and_then(|w| w.try_spans(Arc::clone(&pending)))
+        .ok_or(IngestError::Overloaded)?;
+    if state
+        .agg_tx
+        .try_send(AggMsg::Spans(Arc::clone(&pending)))
+        .is_err()
+    {
+        Dropped {
+            stage: DropStage::Aggregate,
+            count: pending.batch.spans.len() as u64,
+        }
+        .emit(&state.metrics);
+    }
+    drop(pending);
+    match ack.await {
+        Ok(true) => {
+            SpansAccepted {
+                count: counts.accepted,
+            }
+            .emit(&state.metrics);
+            Ok(counts)
+        }
+        _ => Err(IngestError::Unavailable),
+    }
+}
+
+/// Span counts of an accepted request.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodedCounts {
+    /// Spans stored.
+    pub accepted: u64,
+    /// Spans rejected.
+    pub rejected: u64,
+    /// Why the first was rejected.
+    pub reason: Option<&'static str>,
+}
+
+/// `POST /v1/traces`.
+pub async fn traces(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let f = match format(&headers) {
+        Ok(f) => f,
+        Err(e) => return error_response(&state, Format::Json, &e),
+    };
+    let result = async {
+        let (bytes, res) = read_body(&state, &headers, body).await?;
+        let batch = decode_off_thread(f, bytes).await?;
+        SpansReceived {
+            count: batch.spans.len() as u64 + batch.rejected,
+            json: f == Format::Json,
+        }
+        .emit(&state.metrics);
+        accept(&state, batch, res).await
+    }
+    .await;
+    match result {
+        Ok(c) => {
+            use opentelemetry_proto::tonic::collector::trace::v1::{
+                ExportTracePartialSuccess, ExportTraceServiceResponse,
+            };
+            let resp = ExportTraceServiceResponse {
+                partial_success: (c.rejected > 0).then(|| {
+                    SpansRejected { count: c.rejected }.emit(&state.metrics);
+                    ExportTracePartialSuccess {
+                        rejected_spans: i64::try_from(c.rejected).unwrap_or(i64::MAX),
+                        error_message: c.reason.unwrap_or_default().to_owned(),
+                    }
+                }),
+            };
+            let body = match f {
+                Format::Protobuf => resp.encode_to_vec(),
+                Format::Json => serde_json::to_vec(&resp).unwrap_or_default(),
+            };
+            let mut r = (StatusCode::OK, body).into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, content_type(f));
+            r
+        }
+        Err(e) => error_response(&state, f, &e),
+    }
+}
+
+/// Checks a native window batch: version, service, histograms.
+///
+/// # Errors
+///
+/// [`IngestError::Invalid`].
+pub fn check_windows(b: &seer_proto::WindowBatch) -> Result<(), IngestError> {
+    if b.version != seer_proto::WIRE_VERSION {
+        return Err(IngestError::Invalid(format!(
+            "unknown window batch version {} (this collector reads {})",
+            b.version,
+            seer_proto::WIRE_VERSION
+        )));
+    }
+    if b.service.is_empty() || b.service.len() > 256 {
+        return Err(IngestError::Invalid("service must be 1..=256 bytes".into()));
+    }
+    if b.windows.len() > 4096 {
+        return Err(IngestError::Invalid(
+            "more than 4096 endpoint windows".into(),
+        ));
+    }
+    for w in &b.windows {
+        for h in [&w.latency, &w.self_latency, &w.queue_wait] {
+            seer_proto::Histogram::decode(h)
+                .map_err(|_| IngestError::Invalid(format!("bad histogram for {}", w.endpoint)))?;
+        }
+    }
+    Ok(())
+}
+
+fn advice_response(advice: &Advice) -> Response {
+    let mut r = (StatusCode::OK, advice.to_reply().encode_to_vec()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(seer_proto::PROTOBUF_CONTENT_TYPE),
+    );
+    r
+}
+
+/// `POST /v1/seer/windows`: merges the batch and replies with the service's advice.
+pub async fn windows(State(state): State<AppState>, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let f = Format::Protobuf;
+    let result = async {
+        if format(&headers)? != Format::Protobuf {
+            return Err(IngestError::UnsupportedMediaType);
+        }
+        let (bytes, _res) = read_body(&state, &headers, body).await?;
+        let batch = seer_proto::WindowBatch::decode(bytes.as_ref())
+            .map_err(|e| IngestError::Invalid(format!("malformed window batch: {e}")))?;
+        check_windows(&batch)?;
+        WindowsReceived.emit(&state.metrics);
+        let node = if batch.node.is_empty() {
+            state.node_for_peer(peer)
+        } else {
+            batch.node.clone()
+        };
+        state.learn_target(&batch, &node);
+        let service = batch.service.clone();
+        if let Some(fwd) = &state.forward {
+            return fwd.windows(bytes, &node).await;
+        }
+        if state
+            .agg_tx
+            .try_send(AggMsg::Windows(Box::new(batch), Some(node)))
+            .is_err()
+        {
+            return Err(IngestError::Overloaded);
+        }
+        let advice = state.advice_for(&service);
+        Ok(advice_response(&advice))
+    }
+    .await;
+    match result {
+        Ok(r) => r,
+        Err(e) => error_response(&state, f, &e),
+    }
+}

@@ -140,6 +140,10 @@ impl Stat {
     }
 }
 
+/// The deviation given to a riskier callee: it outranks any local deviation (finite, so it
+/// survives JSON).
+pub const DOWNSTREAM_Z: f64 = 1e6;
+
 /// Keeps healthy baselines and diagnoses flagged services.
 #[derive(Debug, Default)]
 pub struct Diagnoser {
@@ -250,7 +254,7 @@ impl Diagnoser {
                         value: f64::from(*crisk),
                         baseline: f64::from(risk),
                         // A callee at higher risk outranks any local deviation.
-                        z: f64::INFINITY,
+                        z: DOWNSTREAM_Z,
                     },
                 ));
             }

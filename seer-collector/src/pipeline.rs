@@ -1,0 +1,362 @@
+//! The running pipeline: the state shared by HTTP handlers, the aggregator thread that feeds
+//! the prediction thread, and the sink that publishes advice, predictions and alerts.
+//!
+//! ```text
+//! HTTP workers --try_send--> store writer thread (group commit, acks 200s)
+//!              --try_send--> aggregator thread --(closed ticks)--> prediction thread
+//! node sampler thread -----> aggregator thread         |--> advice board (window replies)
+//!                                                      |--> store (predictions, alerts)
+//!                                                      '--> webhook task (alerts)
+//! ```
+//! Every queue is bounded; every drop is counted in `/metrics`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::config::Config;
+use crate::hw::{NodeSample, TargetMap};
+use crate::ingest::budget::Budget;
+use crate::ingest::{Pending, now_unix_ns};
+use crate::internal_events::{
+    AlertEmitted, DropStage, Dropped, Metrics, PredictionMade, QueueFill, TickClosed,
+};
+use crate::predict::PredictorStats;
+use crate::predict::advice::Advice;
+use crate::predict::alerts::{Alert, AlertPhase};
+use crate::predict::thread::{PredictSink, PredictionRecord, TickFrame};
+use crate::store::Store;
+use crate::store::writer::{Record, StoreHandle};
+use crate::window::{Aggregator, AggregatorConfig, Edge, Episode, Label};
+
+/// A message to the aggregator thread.
+#[derive(Debug)]
+pub enum AggMsg {
+    /// A stored span batch.
+    Spans(Arc<Pending>),
+    /// A native window batch and the sender's node.
+    Windows(Box<seer_proto::WindowBatch>, Option<String>),
+    /// A node sample.
+    Node(NodeSample),
+    /// A ground-truth label.
+    Label(Label),
+}
+
+/// One service as `GET /v1/services` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServiceView {
+    /// Name.
+    pub service: String,
+    /// Node it runs on, when known.
+    pub node: Option<String>,
+    /// Whether it sends native windows (else its windows are derived from spans).
+    pub native_windows: bool,
+    /// Last tick with data.
+    pub last_tick: u64,
+}
+
+/// What the aggregator publishes for the API after every tick.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Snapshot {
+    /// Latest closed tick.
+    pub tick: u64,
+    /// Services.
+    pub services: Vec<ServiceView>,
+    /// The service graph.
+    pub edges: Vec<Edge>,
+    /// The open violation episode, if any.
+    pub episode: Option<Episode>,
+    /// Windowed QoS values of the latest tick, ms, per spec.
+    pub qos_ms: Vec<Option<f64>>,
+}
+
+/// State shared between the threads and the HTTP handlers.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Latest advice per service.
+    pub advice: RwLock<HashMap<String, Advice>>,
+    /// Latest predictions.
+    pub latest: RwLock<Option<PredictionRecord>>,
+    /// Latest aggregator snapshot.
+    pub snapshot: RwLock<Snapshot>,
+    /// Counters probed at start: (name, supported).
+    pub counters: RwLock<Vec<(String, bool)>>,
+    /// Ready to serve (store open, threads running).
+    pub ready: AtomicBool,
+    /// Predictor name.
+    pub predictor: RwLock<String>,
+}
+
+/// Handler state (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Settings.
+    pub cfg: Arc<Config>,
+    /// Self-telemetry.
+    pub metrics: Arc<Metrics>,
+    /// Ingest memory budget.
+    pub budget: Arc<Budget>,
+    /// The store (absent in agent mode).
+    pub store: Option<Arc<Store>>,
+    /// The store writer (absent in agent mode).
+    pub writer: Option<StoreHandle>,
+    /// The aggregator queue.
+    pub agg_tx: Sender<AggMsg>,
+    /// Shared views.
+    pub shared: Arc<Shared>,
+    /// Processes the node sampler watches.
+    pub targets: TargetMap,
+    /// Upstream forwarder (agent mode).
+    pub forward: Option<Arc<crate::agent::Forwarder>>,
+    /// This node's name.
+    pub node: Arc<str>,
+}
+
+impl AppState {
+    /// The node a peer address stands for: this node for loopback, else the peer's IP.
+    pub fn node_for_peer(&self, peer: Option<SocketAddr>) -> String {
+        match peer {
+            Some(p) if !p.ip().is_loopback() => p.ip().to_string(),
+            _ => self.node.to_string(),
+        }
+    }
+
+    /// Learns a local service's pid and cgroup from its window post.
+    pub fn learn_target(&self, b: &seer_proto::WindowBatch, node: &str) {
+        if node != &*self.node || (b.pid == 0 && b.cgroup.is_empty()) {
+            return;
+        }
+        if let Ok(mut t) = self.targets.lock() {
+            if t.len() >= self.cfg.max_services && !t.contains_key(&b.service) {
+                return;
+            }
+            let e = t.entry(b.service.clone()).or_default();
+            if b.pid != 0 && !e.pids.contains(&b.pid) {
+                if e.pids.len() >= 16 {
+                    e.pids.remove(0);
+                }
+                e.pids.push(b.pid);
+            }
+            if !b.cgroup.is_empty() {
+                e.cgroup = Some(b.cgroup.clone());
+            }
+        }
+    }
+
+    /// The current advice for a service (admit-all when none or expired).
+    pub fn advice_for(&self, service: &str) -> Advice {
+        let now = now_unix_ns();
+        self.shared
+            .advice
+            .read()
+            .ok()
+            .and_then(|m| m.get(service).cloned())
+            .filter(|a| a.expires_at_unix_ns > now)
+            .unwrap_or_else(|| Advice::admit_all(service))
+    }
+}
+
+/// Runs the aggregator until `rx` disconnects. Closed ticks go to `frames` (dropped and counted
+/// when the prediction thread lags), windows and episodes to the store.
+pub fn run_aggregator(
+    cfg: &Config,
+    rx: &Receiver<AggMsg>,
+    frames: &std::sync::mpsc::SyncSender<TickFrame>,
+    writer: Option<&StoreHandle>,
+    shared: &Shared,
+    metrics: &Metrics,
+) {
+    let mut agg = Aggregator::new(AggregatorConfig::from_config(cfg));
+    let tick = Duration::from_nanos(cfg.tick_ns());
+    let mut next = Instant::now();
+    let mut reported = agg.drops();
+    let capacity = rx.capacity().unwrap_or(1);
+    loop {
+        let wait = next.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(msg) => {
+                handle(&mut agg, msg, writer);
+                for _ in 0..4096 {
+                    match rx.try_recv() {
+                        Ok(m) => handle(&mut agg, m, writer),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if Instant::now() < next {
+            continue;
+        }
+        next = Instant::now() + tick / 2;
+        QueueFill {
+            queue: 1,
+            len: rx.len(),
+            capacity,
+        }
+        .emit(metrics);
+        let closed = agg.advance(now_unix_ns());
+        if closed.is_empty() {
+            continue;
+        }
+        for c in closed {
+            TickClosed {
+                services: c.frame.services.len(),
+                violation: c.verdict.violation,
+            }
+            .emit(metrics);
+            if let Some(w) = writer {
+                if !c.windows.is_empty() {
+                    w.record(Record::Windows(c.windows));
+                }
+                if let Some(e) = &c.verdict.closed {
+                    w.record(Record::Episode(e.clone()));
+                }
+                if c.verdict.episode_start
+                    && let Some(e) = &c.verdict.current
+                {
+                    w.record(Record::Episode(e.clone()));
+                }
+            }
+            if let Ok(mut s) = shared.snapshot.write() {
+                s.tick = c.frame.tick;
+                s.episode.clone_from(&c.verdict.current);
+                s.qos_ms = c
+                    .verdict
+                    .values_ms
+                    .iter()
+                    .map(|v| v.is_finite().then_some(*v))
+                    .collect();
+            }
+            if frames.try_send(c.frame).is_err() {
+                Dropped {
+                    stage: DropStage::Predict,
+                    count: 1,
+                }
+                .emit(metrics);
+            }
+        }
+        if let Ok(mut s) = shared.snapshot.write() {
+            s.edges = agg.edges();
+            s.services = agg
+                .services()
+                .into_iter()
+                .map(|(service, node, native_windows, last_tick)| ServiceView {
+                    service,
+                    node,
+                    native_windows,
+                    last_tick,
+                })
+                .collect();
+        }
+        let d = agg.drops();
+        for (stage, now, before) in [
+            (DropStage::LateWindow, d.late, reported.late),
+            (DropStage::FutureWindow, d.future, reported.future),
+            (
+                DropStage::ServiceLimit,
+                d.service_limit,
+                reported.service_limit,
+            ),
+            (
+                DropStage::TraceAssembly,
+                d.trace_overflow,
+                reported.trace_overflow,
+            ),
+        ] {
+            if now > before {
+                Dropped {
+                    stage,
+                    count: now - before,
+                }
+                .emit(metrics);
+            }
+        }
+        reported = d;
+    }
+}
+
+fn handle(agg: &mut Aggregator, msg: AggMsg, writer: Option<&StoreHandle>) {
+    match msg {
+        AggMsg::Spans(p) => agg.on_spans(&p.batch, now_unix_ns()),
+        AggMsg::Windows(b, node) => agg.on_windows(&b, node.as_deref(), now_unix_ns()),
+        AggMsg::Node(s) => {
+            if let Some(w) = writer {
+                w.record(Record::Node(s.clone()));
+            }
+            agg.on_node(s);
+        }
+        AggMsg::Label(l) => agg.on_label(l),
+    }
+}
+
+/// The prediction thread's sink: publishes advice and predictions, stores them, and hands
+/// alerts to the store and the webhook task.
+#[derive(Debug)]
+pub struct BoardSink {
+    /// Shared views.
+    pub shared: Arc<Shared>,
+    /// Store writer.
+    pub writer: Option<StoreHandle>,
+    /// Webhook queue.
+    pub webhooks: Option<tokio::sync::mpsc::Sender<Alert>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl PredictSink for BoardSink {
+    fn tick(&mut self, record: &PredictionRecord, advice: &[Advice], stats: PredictorStats) {
+        PredictionMade {
+            latency_us: record.latency_us,
+            model_version: record.model_version,
+            train_steps: stats.train_steps,
+        }
+        .emit(&self.metrics);
+        if let Ok(mut m) = self.shared.advice.write() {
+            m.clear();
+            for a in advice {
+                m.insert(a.service.clone(), a.clone());
+            }
+        }
+        if let Ok(mut l) = self.shared.latest.write() {
+            *l = Some(record.clone());
+        }
+        if let Some(w) = &self.writer {
+            w.record(Record::Prediction(Box::new(record.clone())));
+        }
+    }
+
+    fn alert(&mut self, alert: &Alert) {
+        AlertEmitted {
+            phase: match alert.phase {
+                AlertPhase::Start => 0,
+                AlertPhase::Change => 1,
+                AlertPhase::End => 2,
+            },
+        }
+        .emit(&self.metrics);
+        tracing::info!(service = %alert.service, phase = ?alert.phase, risk = alert.risk, resource = alert.resource.as_str(), "alert");
+        if let Some(w) = &self.writer {
+            w.record(Record::Alert(Box::new(alert.clone())));
+        }
+        if let Some(tx) = &self.webhooks
+            && tx.try_send(alert.clone()).is_err()
+        {
+            Dropped {
+                stage: DropStage::Webhook,
+                count: 1,
+            }
+            .emit(&self.metrics);
+        }
+    }
+}
+
+/// Marks the pipeline ready or not.
+pub fn set_ready(shared: &Shared, ready: bool) {
+    shared.ready.store(ready, Ordering::Release);
+}

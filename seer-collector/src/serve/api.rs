@@ -1,0 +1,449 @@
+//! JSON API handlers under `/v1/`, `/metrics` and the health checks.
+//!
+//! Times in query strings are unix nanoseconds, or relative to now as `-30s`, `-500ms`,
+//! `-5m`. Every list is bounded by `limit` (default 1000, at most 100000).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{StatusCode, header};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::hw::NodeSample;
+use crate::ingest::now_unix_ns;
+use crate::internal_events::RequestRejected;
+use crate::pipeline::{AggMsg, AppState};
+use crate::store::writer::Record;
+use crate::store::{Store, StoreError};
+use crate::window::Label;
+
+/// Path the agent posts node samples to (JSON [`NodeSample`]).
+pub const NODES_PATH: &str = "/v1/seer/nodes";
+
+/// An API error: a status and a message, rendered as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// Parses a time: unix ns, or `-<n>(ms|s|m|h)` relative to now.
+pub fn parse_time(s: &str, now: u64) -> Option<u64> {
+    if let Some(rel) = s.strip_prefix('-') {
+        let (num, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit())?);
+        let n: u64 = num.parse().ok()?;
+        let ns = match unit {
+            "ms" => n.checked_mul(1_000_000)?,
+            "s" => n.checked_mul(1_000_000_000)?,
+            "m" => n.checked_mul(60_000_000_000)?,
+            "h" => n.checked_mul(3_600_000_000_000)?,
+            _ => return None,
+        };
+        return Some(now.saturating_sub(ns));
+    }
+    s.parse().ok()
+}
+
+/// Common range parameters.
+#[derive(Debug, Deserialize, Default)]
+pub struct Range {
+    /// Service filter.
+    pub service: Option<String>,
+    /// Node filter.
+    pub node: Option<String>,
+    /// Start (inclusive).
+    pub from: Option<String>,
+    /// End (exclusive).
+    pub to: Option<String>,
+    /// Most items.
+    pub limit: Option<usize>,
+    /// Only open alerts.
+    pub open: Option<bool>,
+}
+
+impl Range {
+    fn bounds(&self, default_span_ns: u64) -> Result<(u64, u64, usize), ApiError> {
+        let now = now_unix_ns();
+        let to = match &self.to {
+            Some(t) => parse_time(t, now).ok_or_else(|| bad("bad `to`"))?,
+            None => now.saturating_add(60_000_000_000),
+        };
+        let from = match &self.from {
+            Some(t) => parse_time(t, now).ok_or_else(|| bad("bad `from`"))?,
+            None => now.saturating_sub(default_span_ns),
+        };
+        Ok((from, to, self.limit.unwrap_or(1000).clamp(1, 100_000)))
+    }
+}
+
+fn store(state: &AppState) -> Result<std::sync::Arc<Store>, ApiError> {
+    state
+        .store
+        .clone()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "this agent keeps no store".into()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "task failed".into()))?
+}
+
+/// `GET /v1/advice/{service}`.
+pub async fn advice(State(state): State<AppState>, Path(service): Path<String>) -> Response {
+    Json(state.advice_for(&service)).into_response()
+}
+
+/// `GET /v1/predictions`: the latest predictions, or a range with `from`/`to`.
+pub async fn predictions(
+    State(state): State<AppState>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    let predictor = state
+        .shared
+        .predictor
+        .read()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    if q.from.is_none() && q.to.is_none() {
+        let latest = state.shared.latest.read().ok().and_then(|l| l.clone());
+        return Ok(Json(json!({ "predictor": predictor, "latest": latest })).into_response());
+    }
+    let (from, to, limit) = q.bounds(60_000_000_000)?;
+    let st = store(&state)?;
+    let tick = state.cfg.tick_ns().max(1);
+    let recs = blocking(move || Ok(st.predictions(from / tick, to / tick, limit)?)).await?;
+    Ok(Json(json!({ "predictor": predictor, "predictions": recs })).into_response())
+}
+
+/// `GET /v1/services`.
+pub async fn services(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let snap = state
+        .shared
+        .snapshot
+        .read()
+        .map(|s| s.services.clone())
+        .unwrap_or_default();
+    let stored = match state.store.clone() {
+        Some(st) => blocking(move || Ok(st.service_names()?)).await?,
+        None => Vec::new(),
+    };
+    Ok(Json(json!({ "services": snap, "stored": stored })).into_response())
+}
+
+/// `GET /v1/graph`.
+pub async fn graph(State(state): State<AppState>) -> Response {
+    let edges = state
+        .shared
+        .snapshot
+        .read()
+        .map(|s| s.edges.clone())
+        .unwrap_or_default();
+    Json(json!({ "edges": edges })).into_response()
+}
+
+/// `GET /v1/windows?service=..&from=..&to=..`.
+pub async fn windows(
+    State(state): State<AppState>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    let service = q
+        .service
+        .clone()
+        .ok_or_else(|| bad("`service` is required"))?;
+    let (from, to, limit) = q.bounds(60_000_000_000)?;
+    let st = store(&state)?;
+    let tick = state.cfg.tick_ns().max(1);
+    let w =
+        blocking(move || Ok(st.windows(&service, from / tick, to.div_ceil(tick), limit)?)).await?;
+    Ok(Json(json!({ "windows": w })).into_response())
+}
+
+/// Parses a 32-hex trace id.
+pub fn parse_trace_id(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    (out != [0; 16]).then_some(out)
+}
+
+/// `GET /v1/traces/{trace_id}`: the trace as OTLP/JSON (`resourceSpans` per service).
+pub async fn trace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message as _;
+    let tid =
+        parse_trace_id(&id).ok_or_else(|| bad("trace id must be 32 hex digits, not all zero"))?;
+    let st = store(&state)?;
+    let spans = blocking(move || Ok(st.trace(tid)?)).await?;
+    if spans.is_empty() {
+        return Err(ApiError(StatusCode::NOT_FOUND, "trace not found".into()));
+    }
+    let mut by_service: BTreeMap<String, Vec<Span>> = BTreeMap::new();
+    for s in spans {
+        if let Ok(span) = Span::decode(s.raw.as_slice()) {
+            by_service.entry(s.service).or_default().push(span);
+        }
+    }
+    let req = ExportTraceServiceRequest {
+        resource_spans: by_service
+            .into_iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue(service)),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    };
+    Ok(Json(req).into_response())
+}
+
+/// `GET /v1/traces?service=..&from=..&to=..`: trace ids of a service.
+pub async fn trace_list(
+    State(state): State<AppState>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    let service = q
+        .service
+        .clone()
+        .ok_or_else(|| bad("`service` is required"))?;
+    let (from, to, limit) = q.bounds(3_600_000_000_000)?;
+    let st = store(&state)?;
+    let ids = blocking(move || Ok(st.traces_of(&service, from, to, limit)?)).await?;
+    let hex: Vec<String> = ids
+        .iter()
+        .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    Ok(Json(json!({ "trace_ids": hex })).into_response())
+}
+
+/// `GET /v1/alerts?open=true&limit=..`: alerts (newest first) and QoS episodes.
+pub async fn alerts(
+    State(state): State<AppState>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    let st = store(&state)?;
+    let open = q.open.unwrap_or(false);
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let (alerts, episodes) =
+        blocking(move || Ok((st.alerts(open, limit)?, st.episodes(limit)?))).await?;
+    let current = state
+        .shared
+        .snapshot
+        .read()
+        .ok()
+        .and_then(|s| s.episode.clone());
+    Ok(
+        Json(json!({ "alerts": alerts, "episodes": episodes, "open_episode": current }))
+            .into_response(),
+    )
+}
+
+/// `POST /v1/labels`: one fault record or an array of them (JSON, see [`Label`]).
+pub async fn post_labels(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Label),
+        Many(Vec<Label>),
+    }
+    if body.len() > 1 << 20 {
+        RequestRejected { status: 413 }.emit(&state.metrics);
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "labels body over 1 MiB".into(),
+        ));
+    }
+    let labels = match serde_json::from_slice::<OneOrMany>(&body) {
+        Ok(OneOrMany::One(l)) => vec![l],
+        Ok(OneOrMany::Many(v)) => v,
+        Err(e) => {
+            RequestRejected { status: 400 }.emit(&state.metrics);
+            return Err(bad(format!(
+                "expected {{service, resource, class, start, end}} or an array of them: {e}"
+            )));
+        }
+    };
+    for l in &labels {
+        if l.service.is_empty() || l.end.is_some_and(|e| e < l.start) {
+            return Err(bad("a label needs a service and end >= start"));
+        }
+    }
+    let n = labels.len();
+    for l in labels {
+        if let Some(w) = &state.writer {
+            w.record(Record::Label(l.clone()));
+        }
+        if state.agg_tx.try_send(AggMsg::Label(l)).is_err() {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "aggregator queue full".into(),
+            ));
+        }
+    }
+    Ok((StatusCode::OK, Json(json!({ "accepted": n }))).into_response())
+}
+
+/// `GET /v1/labels`.
+pub async fn labels(
+    State(state): State<AppState>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    let st = store(&state)?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
+    let l = blocking(move || Ok(st.labels(limit)?)).await?;
+    Ok(Json(json!({ "labels": l })).into_response())
+}
+
+/// `POST /v1/seer/nodes`: a node sample from an agent (JSON [`NodeSample`]).
+pub async fn post_node(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let sample: NodeSample = serde_json::from_slice(&body).map_err(|e| {
+        RequestRejected { status: 400 }.emit(&state.metrics);
+        bad(format!("bad node sample: {e}"))
+    })?;
+    if sample.node.is_empty() || sample.features.len() > 256 || sample.services.len() > 4096 {
+        return Err(bad("node sample needs a node name and bounded lists"));
+    }
+    if state.agg_tx.try_send(AggMsg::Node(sample)).is_err() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "aggregator queue full".into(),
+        ));
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `GET /v1/nodes?node=..&from=..&to=..`.
+pub async fn nodes(
+    State(state): State<AppState>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    let node = q.node.clone().unwrap_or_else(|| state.node.to_string());
+    let (from, to, limit) = q.bounds(60_000_000_000)?;
+    let st = store(&state)?;
+    let n = blocking(move || Ok(st.node_samples(&node, from, to, limit)?)).await?;
+    Ok(Json(json!({ "feature_names": crate::hw::NODE_FEATURES, "samples": n })).into_response())
+}
+
+/// `GET /v1/status`: node, predictor, counters found, store totals.
+pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stats = match state.store.clone() {
+        Some(st) => Some(blocking(move || Ok(st.stats()?)).await?),
+        None => None,
+    };
+    let counters = state
+        .shared
+        .counters
+        .read()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    let snap = state
+        .shared
+        .snapshot
+        .read()
+        .map(|s| (s.tick, s.qos_ms.clone()))
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "node": &*state.node,
+        "predictor": state.shared.predictor.read().map(|p| p.clone()).unwrap_or_default(),
+        "tick_ms": state.cfg.tick_ms,
+        "tick": snap.0,
+        "qos_ms": snap.1,
+        "counters": counters.iter().map(|(n, ok)| json!({"counter": n, "supported": ok})).collect::<Vec<_>>(),
+        "store": stats,
+        "ingest_bytes_in_use": state.budget.used(),
+        "ingest_budget_bytes": state.budget.limit(),
+    }))
+    .into_response())
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: 200 once the store is open and the threads run, else 503.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state
+        .shared
+        .ready
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+/// Anything else: 404 JSON.
+pub async fn not_found(State(state): State<AppState>) -> Response {
+    RequestRejected { status: 404 }.emit(&state.metrics);
+    ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_ids() {
+        assert_eq!(parse_time("123", 1000), Some(123));
+        assert_eq!(parse_time("-1s", 5_000_000_000), Some(4_000_000_000));
+        assert_eq!(parse_time("-5ms", 10_000_000), Some(5_000_000));
+        assert_eq!(parse_time("-5d", 10), None);
+        assert_eq!(parse_time("x", 10), None);
+        assert!(parse_trace_id("0123456789abcdef0123456789abcdef").is_some());
+        assert!(parse_trace_id("00000000000000000000000000000000").is_none());
+        assert!(parse_trace_id("0123").is_none());
+        assert!(parse_trace_id("zz23456789abcdef0123456789abcdef").is_none());
+    }
+}
