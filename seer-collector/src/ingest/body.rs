@@ -51,6 +51,44 @@ pub async fn read_raw(
     limit: usize,
     res: &mut Reservation,
 ) -> Result<Bytes, IngestError> {
+    let mut body = body;
+    match read_limited(headers, &mut body, limit, res).await {
+        Ok(b) => Ok(b),
+        Err(e @ (IngestError::TooLarge | IngestError::Overloaded)) => {
+            // Read (and discard) the rest, so the client gets to read our status instead of a
+            // reset connection; bounded in bytes and time.
+            drain(&mut body).await;
+            res.shrink_to(0);
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Most bytes (and time) spent discarding a refused body.
+const DRAIN_MAX: usize = 64 << 20;
+
+async fn drain(body: &mut axum::body::Body) {
+    let fut = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(d) = frame.into_data() {
+                seen += d.len();
+                if seen > DRAIN_MAX {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), fut).await;
+}
+
+async fn read_limited(
+    headers: &HeaderMap,
+    body: &mut axum::body::Body,
+    limit: usize,
+    res: &mut Reservation,
+) -> Result<Bytes, IngestError> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -64,7 +102,6 @@ pub async fn read_raw(
         return Err(IngestError::Overloaded);
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 << 10).min(limit));
-    let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| IngestError::Body(e.to_string()))?;
         if let Ok(data) = frame.into_data() {

@@ -1,0 +1,124 @@
+//! Restart keeps data; `kill -9` in the middle of writes leaves a store that reopens with
+//! every acknowledged span.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use seer_collector::store::Store;
+
+use crate::common::*;
+
+const PB: &str = "application/x-protobuf";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = [0x5a; 16];
+    {
+        let running = seer_collector::Collector::new(config(dir.path()))
+            .start()
+            .await
+            .unwrap();
+        let req = request_of("svc", vec![span(trace, 1, 0, 2, "GET /", now_ns(), 1000)]);
+        assert_eq!(
+            post(running.local_addr(), "/v1/traces", PB, req.encode_to_vec())
+                .await
+                .status,
+            200
+        );
+        running.shutdown().await.unwrap();
+    }
+    let running = seer_collector::Collector::new(config(dir.path()))
+        .start()
+        .await
+        .unwrap();
+    let r = get(running.local_addr(), &format!("/v1/traces/{}", hex(&trace))).await;
+    assert_eq!(r.status, 200);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_write_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seer-collector"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-sampler",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("SEER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Four writers post batches of 200 spans as fast as they can; each records the traces
+    // that got a 200.
+    let acked: Arc<Mutex<Vec<[u8; 16]>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..4u8 {
+        let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let mut trace = [w; 16];
+                trace[12..].copy_from_slice(&n.to_be_bytes());
+                let spans = (1..=200u64)
+                    .map(|i| span(trace, i, 0, 2, "GET /", now_ns(), 1000))
+                    .collect();
+                let body = request_of("kill", spans).encode_to_vec();
+                let req = http::Request::post(format!("http://{addr}/v1/traces"))
+                    .header("content-type", PB)
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap();
+                match c.request(req).await {
+                    Ok(r) if r.status() == 200 => acked.lock().unwrap().push(trace),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 10,
+        "the writers got going ({} batches)",
+        acked.len()
+    );
+    let store = Store::open(dir.path(), 8 << 20).expect("store reopens after kill -9");
+    for t in &acked {
+        assert_eq!(
+            store.trace(*t).unwrap().len(),
+            200,
+            "acknowledged trace {} lost",
+            hex(t)
+        );
+    }
+    let stats = store.stats().unwrap();
+    assert!(stats.spans >= acked.len() as u64 * 200);
+}
