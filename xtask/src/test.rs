@@ -12,6 +12,7 @@ const FORBIDDEN: &[&str] = &["tch", "torch-sys", "seer-model", "seer-collector"]
 pub(crate) fn run() -> Result<()> {
     let started = std::time::Instant::now();
     let libtorch = libtorch::setup()?;
+    python_venv()?;
     run_step("rustfmt", cargo().args(["fmt", "--all", "--check"]))?;
     deps_guard()?;
     run_step(
@@ -35,6 +36,47 @@ pub(crate) fn run() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Python packages of the real-client test in seer-collector (OpenTelemetry's Python SDK and
+/// its OTLP/HTTP protobuf exporter), pinned.
+const PYTHON_PACKAGES: &[&str] = &[
+    "opentelemetry-sdk==1.45.2",
+    "opentelemetry-exporter-otlp-proto-http==1.45.2",
+];
+
+/// Creates the git-ignored `.venv` with [`PYTHON_PACKAGES`] (idempotent: a second run only
+/// checks the imports).
+pub(crate) fn python_venv() -> Result<()> {
+    let root = crate::root();
+    let python = root.join(".venv").join("bin").join("python");
+    let ready = |python: &std::path::Path| {
+        std::process::Command::new(python)
+            .args(["-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if python.exists() && ready(&python) {
+        eprintln!("\n==> python venv (.venv): ready");
+        return Ok(());
+    }
+    if !python.exists() {
+        run_step(
+            "python venv (.venv)",
+            std::process::Command::new("python3")
+                .current_dir(&root)
+                .args(["-m", "venv", ".venv"]),
+        )?;
+    }
+    run_step(
+        "python packages for the OTel real-client test",
+        std::process::Command::new(&python)
+            .current_dir(&root)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(PYTHON_PACKAGES),
+    )
 }
 
 /// `cargo xtask deps-guard`: services must not pull libtorch under any feature set.
