@@ -126,6 +126,8 @@ pub struct RunRecord {
     pub faults: Vec<GroundTruth>,
     /// Actuator actions.
     pub actuations: Vec<Actuation>,
+    /// What each service saw of Seer's advice and its own shedding (its admin `/state`).
+    pub service_states: BTreeMap<String, serde_json::Value>,
     /// Notes about the run (fallbacks taken, errors seen).
     pub notes: Vec<String>,
 }
@@ -275,6 +277,7 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
             cgroup: cgroup_rel.clone(),
             tick_ms: sc.tick_ms,
             call_timeout_ms: sc.load.timeout_ms,
+            qos_ms: sc.qos.target_ms,
             deadline_s,
         };
         let path = svc_dir.join(format!("{}.json", spec.name));
@@ -385,6 +388,16 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
         let _ = a.await;
     }
     let _ = live.await;
+    let mut service_states = BTreeMap::new();
+    for s in &services {
+        let admin = JsonClient::new(&format!("http://{}", topo.admin_addrs[s]));
+        match admin.get("/state").await {
+            Ok(v) => {
+                service_states.insert(s.clone(), v);
+            }
+            Err(e) => shared.note(format!("no state from {s}: {e:#}")),
+        }
+    }
     drop(children);
     if let Some(cg) = &cgroups {
         cg.cleanup();
@@ -393,7 +406,7 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
         bail!("interrupted: services stopped and cgroups removed");
     }
 
-    let record = build_record(
+    let mut record = build_record(
         &opts,
         sc,
         &services,
@@ -402,6 +415,7 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
         collector.is_some(),
         cgroups.is_some(),
     );
+    record.service_states = service_states;
     fs::write(opts.out_dir.join("run.json"), serde_json::to_vec(&record)?)?;
     Ok(record)
 }
@@ -463,6 +477,7 @@ fn build_record(
             .lock()
             .map(|a| a.clone())
             .unwrap_or_default(),
+        service_states: BTreeMap::new(),
         notes: shared.notes.lock().map(|n| n.clone()).unwrap_or_default(),
     }
 }

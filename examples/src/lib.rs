@@ -11,7 +11,6 @@
 
 pub mod cgroup;
 pub mod collector;
-pub mod control;
 pub mod cpu;
 pub mod eval;
 pub mod faults;

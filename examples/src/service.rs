@@ -30,7 +30,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::control::Limiter;
+use seer_proto::AdviceReply;
+use seer_sdk::{
+    Counters, ExportBatch, Exporter, HttpExporter, LimiterConfig, LimiterKind, LimiterMode,
+    Recorder, Shed,
+};
+use seer_tower::{SeerClient, SeerClientLayer, SeerLayer};
+use tower::{Layer, ServiceExt};
+
 use crate::cpu::burn_cpu_ns;
 use crate::scenario::{ControlSpec, Mode};
 use crate::topology::{ServiceSpec, Topology};
@@ -54,6 +61,8 @@ pub struct ServiceConfig {
     pub tick_ms: u64,
     /// Timeout of a downstream call, milliseconds.
     pub call_timeout_ms: u64,
+    /// The end-to-end QoS target, milliseconds (slower spans are always exported).
+    pub qos_ms: f64,
     /// The process exits by itself after this many seconds.
     pub deadline_s: f64,
 }
@@ -69,7 +78,7 @@ pub struct Knobs {
     pub hog_milli: AtomicU64,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = SeerClient<Client<HttpConnector, Full<Bytes>>>;
 
 struct Svc {
     spec: ServiceSpec,
@@ -78,8 +87,109 @@ struct Svc {
     pool: Semaphore,
     knobs: Arc<Knobs>,
     lock: Arc<Mutex<()>>,
-    limiter: Option<Limiter>,
     call_timeout: Duration,
+}
+
+/// What a service saw of Seer's advice and its own shedding, served on `GET /state` of its
+/// admin listener.
+#[derive(Debug, Default)]
+pub struct AdviceSeen {
+    /// Advice replies received from the collector.
+    pub replies: AtomicU64,
+    /// Replies that asked for shedding (admit fraction below 1 or an in-flight cap).
+    pub shedding_replies: AtomicU64,
+    /// Replies naming this service the culprit.
+    pub culprit_replies: AtomicU64,
+    /// Requests this service shed (advice, in-flight cap or local limiter).
+    pub shed: AtomicU64,
+}
+
+/// The exporter every service uses: the SDK's HTTP exporter, with the advice that comes back
+/// either passed on (modes that shed on Seer's advice) or reduced to its risk and culprit with
+/// admit-all (every other mode, so that Seer measures and predicts but does not act).
+#[derive(Debug)]
+pub struct ModeExporter {
+    inner: HttpExporter,
+    obey: bool,
+    seen: Arc<AdviceSeen>,
+}
+
+impl ModeExporter {
+    fn filter(&self, reply: Option<AdviceReply>) -> Option<AdviceReply> {
+        let mut r = reply?;
+        self.seen.replies.fetch_add(1, Ordering::Relaxed);
+        if r.admit_fraction < 1.0 || r.max_in_flight.is_some() {
+            self.seen.shedding_replies.fetch_add(1, Ordering::Relaxed);
+        }
+        if r.culprit {
+            self.seen.culprit_replies.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.obey {
+            r.admit_fraction = 1.0;
+            r.max_in_flight = None;
+        }
+        Some(r)
+    }
+}
+
+impl Exporter for ModeExporter {
+    fn export(&mut self, batch: ExportBatch<'_>, counters: &Counters) -> Option<AdviceReply> {
+        let r = self.inner.export(batch, counters);
+        self.filter(r)
+    }
+
+    fn poll(&mut self, counters: &Counters) -> Option<AdviceReply> {
+        let r = self.inner.poll(counters);
+        self.filter(r)
+    }
+
+    fn flush(&mut self, deadline: std::time::Instant, counters: &Counters) -> Option<AdviceReply> {
+        let r = self.inner.flush(deadline, counters);
+        self.filter(r)
+    }
+}
+
+/// The SDK recorder of a service, configured for its control mode: the reactive baselines are
+/// the SDK's own limiters (static in-flight cap, AIMD, Gradient2) in `always` mode.
+fn recorder_for(
+    cfg: &ServiceConfig,
+    seen: &Arc<AdviceSeen>,
+) -> (Recorder, seer_sdk::ExportWorker<ModeExporter>) {
+    let endpoint = cfg
+        .collector
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:9".to_string());
+    let c = &cfg.control;
+    let mut b = seer_sdk::Builder::new(cfg.name.clone())
+        .with_endpoint(endpoint.clone())
+        .with_tick(Duration::from_millis(cfg.tick_ms))
+        .with_sample_ratio(0.05)
+        .with_slow_threshold(Duration::from_secs_f64(c.aimd_latency_ms / 1000.0));
+    let initial = c.initial_limit.max(1.0) as u32;
+    b = match cfg.mode {
+        Mode::StaticLimit => b.with_max_in_flight(c.static_limit.max(1) as u32),
+        Mode::Aimd => b.with_limiter(
+            LimiterConfig::new(LimiterKind::aimd())
+                .with_mode(LimiterMode::Always)
+                .with_initial(initial),
+        ),
+        Mode::Gradient => b.with_limiter(
+            LimiterConfig::new(LimiterKind::Gradient {
+                tolerance: c.gradient_tolerance,
+                smoothing: 0.2,
+                long_ticks: 100,
+            })
+            .with_mode(LimiterMode::Always)
+            .with_initial(initial),
+        ),
+        _ => b,
+    };
+    let exporter = ModeExporter {
+        inner: HttpExporter::new(&endpoint, None, Duration::from_millis(500)),
+        obey: cfg.mode.is_throttle(),
+        seen: Arc::clone(seen),
+    };
+    b.build_with(exporter)
 }
 
 /// Runs one service until its deadline.
@@ -102,12 +212,22 @@ pub async fn run(cfg: ServiceConfig) -> Result<()> {
         .admin_addrs
         .get(&cfg.name)
         .context("no admin address for this service")?;
+    if let Some(rel) = &cfg.cgroup {
+        // The harness moves this process into its cgroup right after spawning it; wait for that
+        // so the SDK reports the right cgroup with its windows.
+        wait_for_cgroup(rel).await;
+    }
+    let seen = Arc::new(AdviceSeen::default());
+    let (recorder, worker) = recorder_for(&cfg, &seen);
+    let export = worker.spawn().context("cannot start the export thread")?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(64)
-        .pool_idle_timeout(Duration::from_secs(5))
-        .build(connector);
+    let client: HttpClient = SeerClientLayer::new(recorder).layer(
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(5))
+            .build(connector),
+    );
     let knobs = Arc::new(Knobs::default());
     let lock = Arc::new(Mutex::new(()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -115,7 +235,6 @@ pub async fn run(cfg: ServiceConfig) -> Result<()> {
     spawn_inprocess_hog(Arc::clone(&knobs), Arc::clone(&stop));
     let svc = Arc::new(Svc {
         pool: Semaphore::new(spec.pool.max(1)),
-        limiter: Limiter::for_mode(cfg.mode, &cfg.control),
         spec,
         addrs: cfg.topology.addrs.clone(),
         client,
@@ -130,8 +249,12 @@ pub async fn run(cfg: ServiceConfig) -> Result<()> {
     let admin_listener = TcpListener::bind(admin)
         .await
         .with_context(|| format!("bind {admin}"))?;
-    tokio::spawn(serve_admin(admin_listener, Arc::clone(&knobs)));
-    let serve = serve_app(listener, svc);
+    tokio::spawn(serve_admin(
+        admin_listener,
+        Arc::clone(&knobs),
+        Arc::clone(&seen),
+    ));
+    let serve = serve_app(listener, svc, recorder, seen);
     let deadline = tokio::time::sleep(Duration::from_secs_f64(cfg.deadline_s.max(1.0)));
     tokio::select! {
         _ = serve => {}
@@ -139,10 +262,21 @@ pub async fn run(cfg: ServiceConfig) -> Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     stop.store(true, Ordering::Relaxed);
+    let _ = export.shutdown(Duration::from_millis(300));
     Ok(())
 }
 
-async fn serve_app(listener: TcpListener, svc: Arc<Svc>) {
+async fn serve_app(
+    listener: TcpListener,
+    svc: Arc<Svc>,
+    recorder: Recorder,
+    seen: Arc<AdviceSeen>,
+) {
+    let on_shed = move |_: &Shed| {
+        seen.shed.fetch_add(1, Ordering::Relaxed);
+        reply(StatusCode::SERVICE_UNAVAILABLE, "shed")
+    };
+    let layer = SeerLayer::new(recorder).with_on_shed(on_shed);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -150,13 +284,16 @@ async fn serve_app(listener: TcpListener, svc: Arc<Svc>) {
         };
         let _ = stream.set_nodelay(true);
         let svc = Arc::clone(&svc);
+        let service = layer.layer(tower::service_fn(move |req: Request<Incoming>| {
+            let svc = Arc::clone(&svc);
+            async move { Ok::<_, Infallible>(handle(svc, req).await) }
+        }));
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let svc = Arc::clone(&svc);
-                async move { Ok::<_, Infallible>(handle(svc, req).await) }
-            });
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    hyper_util::service::TowerToHyperService::new(service),
+                )
                 .await;
         });
     }
@@ -175,30 +312,25 @@ fn reply(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 async fn handle(svc: Arc<Svc>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let started = Instant::now();
     let op = req.uri().path().trim_start_matches('/').to_string();
     let _ = req.into_body().collect().await;
-    if let Some(l) = &svc.limiter
-        && !l.try_acquire()
-    {
-        return reply(StatusCode::SERVICE_UNAVAILABLE, "shed by limiter");
-    }
-    let resp = serve_op(&svc, &op).await;
-    if let Some(l) = &svc.limiter {
-        l.complete(started.elapsed(), resp.status().is_success());
-    }
-    resp
+    serve_op(&svc, &op).await
 }
 
 async fn serve_op(svc: &Svc, op: &str) -> Response<Full<Bytes>> {
     {
+        // Waiting for the service's own worker is its own queue (SeerLayer's queue signal).
+        let queued = seer_sdk::context::enter_queue();
         let Ok(_permit) = svc.pool.acquire().await else {
             return reply(StatusCode::INTERNAL_SERVER_ERROR, "pool closed");
         };
+        drop(queued);
         let work_ns = (svc.spec.work_ms * 1e6) as u64;
         if svc.knobs.lock_milli.load(Ordering::Relaxed) > 0 {
             // The request's work needs the lock a background thread contends for.
+            let queued = seer_sdk::context::enter_queue();
             let _g = svc.lock.lock();
+            drop(queued);
             burn_cpu_ns(work_ns);
         } else {
             burn_cpu_ns(work_ns);
@@ -212,6 +344,7 @@ async fn serve_op(svc: &Svc, op: &str) -> Response<Full<Bytes>> {
     let Some(stages) = svc.spec.ops.get(op) else {
         return reply(StatusCode::OK, "ok");
     };
+    let cx = seer_sdk::context::current();
     for stage in stages {
         let mut set = tokio::task::JoinSet::new();
         for call in stage {
@@ -222,7 +355,13 @@ async fn serve_op(svc: &Svc, op: &str) -> Response<Full<Bytes>> {
                 let uri = format!("http://{addr}/{}", call.op);
                 let client = svc.client.clone();
                 let timeout = svc.call_timeout;
-                set.spawn(async move { call_downstream(&client, uri, timeout).await });
+                let call = async move { call_downstream(client, uri, timeout).await };
+                match &cx {
+                    // Carry the request's context so client spans are its children and the
+                    // wait counts as blocked on a callee, not as its own work.
+                    Some(cx) => set.spawn(cx.clone().wrap(call)),
+                    None => set.spawn(call),
+                };
             }
         }
         let mut worst = StatusCode::OK;
@@ -244,11 +383,11 @@ async fn serve_op(svc: &Svc, op: &str) -> Response<Full<Bytes>> {
     reply(StatusCode::OK, "ok")
 }
 
-async fn call_downstream(client: &HttpClient, uri: String, timeout: Duration) -> StatusCode {
+async fn call_downstream(client: HttpClient, uri: String, timeout: Duration) -> StatusCode {
     let Ok(req) = Request::post(uri).body(Full::new(Bytes::new())) else {
         return StatusCode::BAD_GATEWAY;
     };
-    match tokio::time::timeout(timeout, client.request(req)).await {
+    match tokio::time::timeout(timeout, client.oneshot(req)).await {
         Ok(Ok(resp)) => {
             let status = resp.status();
             let _ = resp.into_body().collect().await;
@@ -296,16 +435,32 @@ fn spawn_inprocess_hog(knobs: Arc<Knobs>, stop: Arc<AtomicBool>) {
     });
 }
 
-async fn serve_admin(listener: TcpListener, knobs: Arc<Knobs>) {
+async fn serve_admin(listener: TcpListener, knobs: Arc<Knobs>, seen: Arc<AdviceSeen>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let knobs = Arc::clone(&knobs);
+        let seen = Arc::clone(&seen);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let knobs = Arc::clone(&knobs);
+                let seen = Arc::clone(&seen);
                 async move {
+                    if req.uri().path() == "/state" {
+                        let body = serde_json::json!({
+                            "advice_replies": seen.replies.load(Ordering::Relaxed),
+                            "shedding_replies": seen.shedding_replies.load(Ordering::Relaxed),
+                            "culprit_replies": seen.culprit_replies.load(Ordering::Relaxed),
+                            "shed": seen.shed.load(Ordering::Relaxed),
+                        });
+                        let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+                        r.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        return Ok::<_, Infallible>(r);
+                    }
                     if req.uri().path() == "/fault" {
                         for (k, v) in query_pairs(req.uri().query().unwrap_or("")) {
                             let v: f64 = v.parse().unwrap_or(0.0);
@@ -328,6 +483,23 @@ async fn serve_admin(listener: TcpListener, knobs: Arc<Knobs>) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+async fn wait_for_cgroup(rel: &str) {
+    for _ in 0..100 {
+        let inside = std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|t| {
+            t.lines().any(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == "cpu"))
+                    && l.ends_with(rel)
+            })
+        });
+        if inside {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

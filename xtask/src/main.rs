@@ -3,6 +3,7 @@
 //! Run `cargo xtask` with no argument for the list of commands.
 
 mod bench;
+mod demo;
 mod libtorch;
 mod test;
 
@@ -37,6 +38,30 @@ enum Cmd {
     },
     /// Check the dependency fence: seer-sdk and seer-tower never reach tch or torch-sys.
     DepsGuard,
+    /// The live demo: collector, the social-network app, load and faults for about 2.5 minutes;
+    /// ends with the summary and an HTML report.
+    Demo {
+        /// A scenario file instead of the bundled demo scenario.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Control mode (the scenario's by default, seer-both for the demo).
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// Run one scenario in a mode (and in `off`, for avoided fractions) and print the JSON summary.
+    Eval {
+        /// Scenario file (TOML), from any path.
+        scenario: PathBuf,
+        /// off, seer-throttle, seer-actuate, seer-both, static-limit, aimd or gradient.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Seed (the scenario's by default).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output folder (default: target/seer-eval/<scenario>-<mode>-<seed>-<time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -46,6 +71,13 @@ fn main() {
         Cmd::Test => test::run(),
         Cmd::Bench { only } => bench::run(only.as_deref()),
         Cmd::DepsGuard => test::deps_guard(),
+        Cmd::Demo { scenario, mode } => demo::demo(scenario, mode),
+        Cmd::Eval {
+            scenario,
+            mode,
+            seed,
+            out,
+        } => demo::eval(&scenario, mode, seed, out),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");
