@@ -418,7 +418,7 @@ impl Builder {
     pub fn build_with<E: Exporter>(self, exporter: E) -> (Recorder, ExportWorker<E>) {
         let recorder = self.build_recorder();
         let resource = Resource::detect(&self.service, &self.node);
-        let worker = ExportWorker::new(recorder.clone(), exporter, self.worker_config(), resource);
+        let worker = ExportWorker::new(recorder, exporter, self.worker_config(), resource);
         (recorder, worker)
     }
 }

@@ -223,7 +223,7 @@ pub fn enter_queue() -> QueueGuard {
     with_current(|cx| match cx {
         Some(cx) => {
             let state = cx.state();
-            let recorder = cx.recorder.clone();
+            let recorder = cx.recorder;
             recorder
                 .gauges(cx.endpoint)
                 .queued

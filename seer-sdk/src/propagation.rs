@@ -64,22 +64,33 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
-#[inline]
-fn unhex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None, // upper case is invalid in traceparent
+/// Value of each lower-case hex digit; 0xff for anything else (upper case is invalid here).
+const UNHEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
+/// Parses up to 16 hex digits without branching per digit; `None` if any is not lower hex.
 #[inline]
 fn parse_hex_u64(s: &[u8]) -> Option<u64> {
     let mut v: u64 = 0;
+    let mut bad: u8 = 0;
     for &c in s {
-        v = (v << 4) | u64::from(unhex(c)?);
+        let d = UNHEX[usize::from(c)];
+        bad |= d;
+        v = (v << 4) | u64::from(d & 0xf);
     }
-    Some(v)
+    (bad & 0xf0 == 0).then_some(v)
 }
 
 /// Parses a `traceparent` header value. Returns `None` for anything malformed: wrong length or

@@ -91,11 +91,15 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-/// The in-process recorder. Cheap to clone (one `Arc`); every clone records into the same
-/// buffers and gauges. Build one with [`crate::Builder`].
-#[derive(Clone, Debug)]
+/// The in-process recorder. `Copy`: every copy records into the same buffers and gauges.
+/// Build one per service at start-up with [`crate::Builder`].
+///
+/// A recorder lives for the rest of the process, like a global `tracing` dispatcher: its state
+/// is allocated once and never freed, so the hot path holds a plain `&'static` reference and
+/// pays no reference counting per request. Building recorders in a loop leaks them.
+#[derive(Clone, Copy, Debug)]
 pub struct Recorder {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: &'static Inner,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -180,7 +184,7 @@ impl Recorder {
         let limit = cfg.limiter.map_or(0, |l| l.initial.clamp(l.min, l.max));
         let limiter_always = cfg.limiter.is_some_and(|l| l.mode == LimiterMode::Always);
         Self {
-            inner: Arc::new(Inner {
+            inner: Box::leak(Box::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 sample_threshold,
                 names: Interner::new(cfg.max_names),
@@ -198,7 +202,7 @@ impl Recorder {
                 anchor: Anchor::new(),
                 epoch: clock::now(),
                 cfg,
-            }),
+            })),
         }
     }
 
@@ -356,7 +360,7 @@ impl Recorder {
         queue_wait: Duration,
         priority: u8,
     ) -> Result<ServerSpan, Shed> {
-        let inner = &*self.inner;
+        let inner = self.inner;
         let g = self.gauges(endpoint.0);
         let arrivals = g.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
         let inflight = arrivals.saturating_sub(g.departures.load(Ordering::Relaxed));
@@ -411,7 +415,7 @@ impl Recorder {
             });
         }
         Ok(ServerSpan {
-            cx: Some(Context::new(span, endpoint.0, self.clone())),
+            cx: Some(Context::new(span, endpoint.0, *self)),
             span,
             parent_id: parent.map_or(0, |p| p.span_id.0),
             start,
@@ -426,7 +430,7 @@ impl Recorder {
     /// The admission decision: `None` admits.
     #[inline]
     fn admit(&self, now: Instant, svc_inflight: i64, priority: u8) -> Option<ShedReason> {
-        let inner = &*self.inner;
+        let inner = self.inner;
         let mut cap = inner.cfg.max_in_flight.unwrap_or(0);
         let mut cap_reason = ShedReason::MaxInFlight;
         let mut advice_valid = false;
@@ -468,11 +472,11 @@ impl Recorder {
         let start = clock::now();
         let setup = |cx: Option<&mut Context>| match cx {
             Some(cx) => {
-                let same = Arc::ptr_eq(&cx.recorder.inner, &self.inner);
+                let same = std::ptr::eq(cx.recorder.inner, self.inner);
                 let wait = same.then(|| {
                     let st = cx.state();
                     Context::begin_wait(&st, &cx.recorder, cx.endpoint, start);
-                    (st, cx.recorder.clone(), cx.endpoint)
+                    (st, cx.recorder, cx.endpoint)
                 });
                 (Some(cx.span), wait)
             }
@@ -485,7 +489,7 @@ impl Recorder {
         let trace_id = parent_span.map_or_else(TraceId::random, |p| p.trace_id);
         let sampled = self.sampled(parent_span.as_ref(), trace_id);
         ClientSpan {
-            recorder: self.clone(),
+            recorder: *self,
             span: SpanContext {
                 trace_id,
                 span_id: SpanId::random(),

@@ -60,10 +60,10 @@ where
         let from_parent = span.parent().and_then(|p| {
             p.extensions()
                 .get::<SeerSpan>()
-                .map(|s| (s.recorder.clone(), s.span))
+                .map(|s| (s.recorder, s.span))
         });
         let parent = from_parent
-            .or_else(|| context::with_current(|cx| cx.map(|cx| (cx.recorder().clone(), cx.span))));
+            .or_else(|| context::with_current(|cx| cx.map(|cx| (*cx.recorder(), cx.span))));
         let Some((recorder, parent)) = parent else {
             return;
         };

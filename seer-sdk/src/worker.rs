@@ -233,7 +233,7 @@ impl<E: Exporter> ExportWorker<E> {
     }
 
     fn drain(&mut self, anchor: &Anchor) -> usize {
-        let recorder = self.recorder.clone();
+        let recorder = self.recorder;
         let mut total = 0;
         loop {
             let n = recorder

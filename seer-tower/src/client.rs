@@ -9,7 +9,6 @@ use std::task::{Context as TaskContext, Poll};
 use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use seer_sdk::context::Context;
-use seer_sdk::propagation::{TRACEPARENT, TRACESTATE};
 use seer_sdk::{ClientSpan, Recorder};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -45,7 +44,7 @@ impl<S> Layer<S> for SeerClientLayer {
     fn layer(&self, inner: S) -> Self::Service {
         SeerClient {
             inner,
-            recorder: self.recorder.clone(),
+            recorder: self.recorder,
         }
     }
 }
@@ -90,10 +89,12 @@ where
             .begin_client(name, req.extensions_mut().get_mut::<Context>());
         let tp = span.span_context().to_traceparent();
         if let Ok(v) = HeaderValue::from_bytes(&tp) {
-            req.headers_mut().insert(TRACEPARENT, v);
+            req.headers_mut()
+                .insert(crate::headers::TRACEPARENT.clone(), v);
         }
         if let Some(ts) = req.extensions().get::<TraceState>().cloned() {
-            req.headers_mut().insert(TRACESTATE, ts.0);
+            req.headers_mut()
+                .insert(crate::headers::TRACESTATE.clone(), ts.0);
         }
         ClientFuture {
             fut: self.inner.call(req),

@@ -62,10 +62,11 @@ impl<F, B> ResponseFuture<F, B> {
 #[inline]
 pub(crate) fn is_error<B>(resp: &Response<B>) -> bool {
     resp.status().is_server_error()
-        || resp
-            .headers()
-            .get("grpc-status")
-            .is_some_and(|v| v.as_bytes() != b"0")
+        || (!resp.headers().is_empty()
+            && resp
+                .headers()
+                .get(&crate::headers::GRPC_STATUS)
+                .is_some_and(|v| v.as_bytes() != b"0"))
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B>

@@ -5,6 +5,7 @@ pub mod callbacks;
 pub mod classify;
 pub mod client;
 pub mod future;
+mod headers;
 mod layer;
 mod service;
 

@@ -4,15 +4,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
+use seer_sdk::Recorder;
 use seer_sdk::clock::{self, Instant};
-use seer_sdk::propagation::{TRACEPARENT, TRACESTATE, parse_traceparent};
-use seer_sdk::{Recorder, context};
+use seer_sdk::propagation::parse_traceparent;
 use tower_service::Service;
 
 use crate::callbacks::{OnShed, Priority};
 use crate::classify::Classify;
 use crate::client::TraceState;
 use crate::future::ResponseFuture;
+use crate::headers;
 use crate::layer::SeerLayer;
 
 /// Marks this service clone as parked in `poll_ready`; releases the queue gauge when dropped.
@@ -65,7 +66,7 @@ impl<S: Clone, C: Clone, P: Clone, Sh: Clone> Clone for Seer<S, C, P, Sh> {
             inner: self.inner.clone(),
             layer: self.layer.clone(),
             queue: QueueMark {
-                recorder: self.layer.recorder.clone(),
+                recorder: self.layer.recorder,
                 since: None,
             },
             ready_wait: Duration::ZERO,
@@ -78,7 +79,7 @@ impl<S, C, P, Sh> Seer<S, C, P, Sh> {
         Self {
             inner,
             queue: QueueMark {
-                recorder: layer.recorder.clone(),
+                recorder: layer.recorder,
                 since: None,
             },
             layer,
@@ -134,7 +135,7 @@ where
         let endpoint = l.classify.classify(&req, &l.recorder);
         let parent = req
             .headers()
-            .get(TRACEPARENT)
+            .get(&headers::TRACEPARENT)
             .and_then(|v| parse_traceparent(v.as_bytes()));
         let priority = l.priority.priority(&req);
         let wait = std::mem::take(&mut self.ready_wait);
@@ -142,18 +143,18 @@ where
             .recorder
             .begin_server(endpoint, parent, start, wait, priority)
         {
-            Ok(mut span) => {
+            Ok(span) => {
                 if l.extension {
                     req.extensions_mut().insert(span.span_context());
                 }
-                if let Some(ts) = req.headers().get(TRACESTATE).cloned() {
+                // tracestate only means something next to a valid traceparent.
+                if parent.is_some()
+                    && let Some(ts) = req.headers().get(&headers::TRACESTATE).cloned()
+                {
                     req.extensions_mut().insert(TraceState(ts));
                 }
-                let fut = {
-                    let _g = context::enter(span.context_slot());
-                    self.inner.call(req)
-                };
-                ResponseFuture::running(fut, span)
+                // The handler's own work runs when its future is polled, inside the context.
+                ResponseFuture::running(self.inner.call(req), span)
             }
             Err(shed) => ResponseFuture::shed(l.on_shed.on_shed(&shed)),
         }

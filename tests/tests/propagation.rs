@@ -33,7 +33,7 @@ async fn start(name: &str, next: Option<String>) -> Svc {
         .with_sample_ratio(1.0)
         .build_with(exporter.clone());
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let client = SeerClientLayer::new(recorder.clone()).layer(client);
+    let client = SeerClientLayer::new(recorder).layer(client);
     let handler = service_fn(move |_req: Request<Incoming>| {
         let client = client.clone();
         let next = next.clone();
@@ -55,7 +55,7 @@ async fn start(name: &str, next: Option<String>) -> Svc {
             Ok::<_, Infallible>(Response::new(Full::new(body)))
         }
     });
-    let svc = SeerLayer::new(recorder.clone()).layer(handler);
+    let svc = SeerLayer::new(recorder).layer(handler);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {

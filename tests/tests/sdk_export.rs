@@ -155,13 +155,12 @@ fn batches_decode_to_exactly_what_was_recorded_and_advice_comes_back() {
     // The handler reports the span context SeerLayer gave it.
     let seen: Arc<Mutex<Vec<SpanContext>>> = Arc::default();
     let s2 = Arc::clone(&seen);
-    let mut svc =
-        SeerLayer::new(recorder.clone()).layer(service_fn(move |req: Request<String>| {
-            s2.lock()
-                .unwrap()
-                .push(*req.extensions().get::<SpanContext>().unwrap());
-            async { Ok::<_, Infallible>(Response::new(String::new())) }
-        }));
+    let mut svc = SeerLayer::new(recorder).layer(service_fn(move |req: Request<String>| {
+        s2.lock()
+            .unwrap()
+            .push(*req.extensions().get::<SpanContext>().unwrap());
+        async { Ok::<_, Infallible>(Response::new(String::new())) }
+    }));
     let mut sent = Vec::new();
     for i in 0..20u64 {
         let tp = format!("00-{:032x}-{:016x}-01", 0xabc0 + i, 0x100 + i);
@@ -279,10 +278,9 @@ fn collector_down_keeps_serving_with_bounded_memory_and_counted_drops() {
         .with_max_attempts(2)
         .install()
         .unwrap();
-    let mut svc =
-        SeerLayer::new(recorder.clone()).layer(service_fn(|_req: Request<String>| async {
-            Ok::<_, Infallible>(Response::new(String::new()))
-        }));
+    let mut svc = SeerLayer::new(recorder).layer(service_fn(|_req: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
     const N: u64 = 30_000;
     for _ in 0..N {
         let resp = block_on(svc.call(Request::get("/x").body(String::new()).unwrap())).unwrap();
@@ -308,10 +306,9 @@ fn retry_after_on_429_is_honoured() {
         .with_tick(Duration::from_millis(20))
         .install()
         .unwrap();
-    let mut svc =
-        SeerLayer::new(recorder.clone()).layer(service_fn(|_req: Request<String>| async {
-            Ok::<_, Infallible>(Response::new(String::new()))
-        }));
+    let mut svc = SeerLayer::new(recorder).layer(service_fn(|_req: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
     for _ in 0..5 {
         block_on(svc.call(Request::get("/r").body(String::new()).unwrap())).unwrap();
     }

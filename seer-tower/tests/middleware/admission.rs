@@ -44,7 +44,7 @@ async fn sheds_one_minus_admit_fraction_within_tolerance() {
     const N: usize = 4000;
     let (recorder, mut worker, exp) = pipeline(Builder::new("svc").with_sample_ratio(1.0));
     recorder.set_advice(advice(0.3, unix_ns_in(Duration::from_secs(60))));
-    let mut svc = SeerLayer::new(recorder.clone()).layer(service_fn(ok));
+    let mut svc = SeerLayer::new(recorder).layer(service_fn(ok));
     let mut shed = 0;
     for _ in 0..N {
         let resp = svc
@@ -73,7 +73,7 @@ async fn sheds_one_minus_admit_fraction_within_tolerance() {
 #[tokio::test(flavor = "current_thread")]
 async fn expired_or_missing_advice_fails_open() {
     let (recorder, _worker, _exp) = pipeline(Builder::new("svc").with_sample_ratio(1.0));
-    let mut svc = SeerLayer::new(recorder.clone()).layer(service_fn(ok));
+    let mut svc = SeerLayer::new(recorder).layer(service_fn(ok));
     for _ in 0..200 {
         let r = svc
             .ready()
@@ -109,7 +109,7 @@ async fn expired_or_missing_advice_fails_open() {
 #[tokio::test(flavor = "current_thread")]
 async fn lowest_priority_is_shed_first() {
     let (recorder, mut worker, exp) = pipeline(Builder::new("svc").with_sample_ratio(1.0));
-    let layer = SeerLayer::new(recorder.clone()).with_priority(|req: &Request<String>| {
+    let layer = SeerLayer::new(recorder).with_priority(|req: &Request<String>| {
         if req.headers().contains_key("x-low") {
             10
         } else {
@@ -181,7 +181,7 @@ async fn max_in_flight_is_enforced() {
             .with_max_in_flight(2),
     );
     let (mut svc, mut handle) =
-        mock::spawn_layer::<Request<String>, Response<String>, _>(SeerLayer::new(recorder.clone()));
+        mock::spawn_layer::<Request<String>, Response<String>, _>(SeerLayer::new(recorder));
     handle.allow(3);
     let mut futs = Vec::new();
     for _ in 0..3 {
@@ -208,7 +208,7 @@ async fn local_limiter_applies_without_advice() {
     let (recorder, _w, _e) = pipeline(Builder::new("svc").with_limiter(limiter));
     assert_eq!(recorder.limit(), Some(1));
     let (mut svc, mut handle) = mock::spawn_layer::<Request<String>, Response<String>, _>(
-        SeerLayer::new(recorder.clone()).with_on_shed(|s: &Shed| {
+        SeerLayer::new(recorder).with_on_shed(|s: &Shed| {
             assert_eq!(s.reason, ShedReason::Limiter);
             let mut r = Response::new(String::new());
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;

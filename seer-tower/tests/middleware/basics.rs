@@ -23,7 +23,7 @@ fn spawn(
 #[tokio::test(flavor = "current_thread")]
 async fn success_is_recorded_with_status_and_endpoint() {
     let (recorder, mut worker, exp) = pipeline(Builder::new("svc").with_sample_ratio(1.0));
-    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder.clone()));
+    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder));
     handle.allow(1);
     assert_ready_ok!(svc.poll_ready());
     let fut = svc.call(Request::get("/users/42").body(String::new()).unwrap());
@@ -53,7 +53,7 @@ async fn success_is_recorded_with_status_and_endpoint() {
 #[tokio::test(flavor = "current_thread")]
 async fn inner_error_passes_through_unchanged_and_counts_as_error() {
     let (recorder, mut worker, exp) = pipeline(Builder::new("svc").with_sample_ratio(1.0));
-    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder.clone()));
+    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder));
     handle.allow(1);
     assert_ready_ok!(svc.poll_ready());
     let fut = svc.call(Request::get("/boom").body(String::new()).unwrap());
@@ -96,7 +96,7 @@ async fn server_errors_count_as_errors() {
 #[tokio::test(flavor = "current_thread")]
 async fn poll_ready_backpressure_is_queue_depth_and_queue_wait() {
     let (recorder, mut worker, exp) = pipeline(Builder::new("svc").with_sample_ratio(1.0));
-    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder.clone()));
+    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder));
     handle.allow(0);
     assert_pending!(svc.poll_ready());
     assert_eq!(recorder.queue_depth(), 1);
@@ -131,7 +131,7 @@ async fn poll_ready_backpressure_is_queue_depth_and_queue_wait() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_service_dropped_while_waiting_releases_the_queue_gauge() {
     let (recorder, _worker, _exp) = pipeline(Builder::new("svc").with_sample_ratio(1.0));
-    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder.clone()));
+    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder));
     handle.allow(0);
     assert_pending!(svc.poll_ready());
     assert_eq!(recorder.queue_depth(), 1);
@@ -142,7 +142,7 @@ async fn a_service_dropped_while_waiting_releases_the_queue_gauge() {
 #[tokio::test(flavor = "current_thread")]
 async fn dropped_future_is_recorded_as_cancelled_and_releases_gauges() {
     let (recorder, mut worker, exp) = pipeline(Builder::new("svc").with_sample_ratio(1.0));
-    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder.clone()));
+    let (mut svc, mut handle) = spawn(SeerLayer::new(recorder));
     handle.allow(1);
     assert_ready_ok!(svc.poll_ready());
     let fut = svc.call(Request::get("/slow").body(String::new()).unwrap());

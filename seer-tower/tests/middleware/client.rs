@@ -18,24 +18,23 @@ use crate::{flush, pipeline};
 async fn client_calls_are_children_and_blocked_time_is_not_self_time() {
     let (recorder, mut worker, exp) = pipeline(Builder::new("front").with_sample_ratio(1.0));
     let (downstream, mut handle) = mock::pair::<Request<String>, Response<String>>();
-    let client = SeerClientLayer::new(recorder.clone()).layer(downstream);
-    let server =
-        SeerLayer::new(recorder.clone()).layer(service_fn(move |_req: Request<String>| {
-            let client = client.clone();
-            async move {
-                // own work
-                std::thread::sleep(Duration::from_millis(3));
-                let resp = client
-                    .oneshot(
-                        Request::get("http://back/work")
-                            .body(String::new())
-                            .unwrap(),
-                    )
-                    .await
-                    .map_err(|_| unreachable_error())?;
-                Ok::<_, Infallible>(resp)
-            }
-        }));
+    let client = SeerClientLayer::new(recorder).layer(downstream);
+    let server = SeerLayer::new(recorder).layer(service_fn(move |_req: Request<String>| {
+        let client = client.clone();
+        async move {
+            // own work
+            std::thread::sleep(Duration::from_millis(3));
+            let resp = client
+                .oneshot(
+                    Request::get("http://back/work")
+                        .body(String::new())
+                        .unwrap(),
+                )
+                .await
+                .map_err(|_| unreachable_error())?;
+            Ok::<_, Infallible>(resp)
+        }
+    }));
     handle.allow(1);
     let call = tokio::spawn(server.oneshot(Request::get("/front").body(String::new()).unwrap()));
     let (req, send) = handle.next_request().await.unwrap();
@@ -86,19 +85,18 @@ fn unreachable_error() -> Infallible {
 async fn local_inflight_excludes_requests_waiting_downstream() {
     let (recorder, mut worker, exp) = pipeline(Builder::new("front").with_sample_ratio(1.0));
     let (downstream, mut handle) = mock::pair::<Request<String>, Response<String>>();
-    let client = SeerClientLayer::new(recorder.clone()).layer(downstream);
-    let mut server =
-        SeerLayer::new(recorder.clone()).layer(service_fn(move |_req: Request<String>| {
-            let client = client.clone();
-            async move {
-                Ok::<_, Infallible>(
-                    client
-                        .oneshot(Request::get("/d").body(String::new()).unwrap())
-                        .await
-                        .unwrap_or_default(),
-                )
-            }
-        }));
+    let client = SeerClientLayer::new(recorder).layer(downstream);
+    let mut server = SeerLayer::new(recorder).layer(service_fn(move |_req: Request<String>| {
+        let client = client.clone();
+        async move {
+            Ok::<_, Infallible>(
+                client
+                    .oneshot(Request::get("/d").body(String::new()).unwrap())
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    }));
     handle.allow(1);
     let first = tokio::spawn(
         server
