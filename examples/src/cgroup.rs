@@ -48,6 +48,7 @@ impl Cgroups {
         if !root.join("cpu.cfs_quota_us").exists() {
             return Err(format!("{CPU_ROOT} has no cgroup v1 cpu controller"));
         }
+        sweep_stale(&root.join("seer-demo"));
         let base = root.join("seer-demo").join(std::process::id().to_string());
         if let Err(e) = fs::create_dir_all(&base) {
             return Err(format!(
@@ -166,6 +167,27 @@ impl Cgroups {
 impl Drop for Cgroups {
     fn drop(&mut self) {
         self.cleanup();
+    }
+}
+
+/// Removes the groups of earlier runs whose harness is gone (killed with SIGKILL).
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let alive = name
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+        if alive {
+            continue;
+        }
+        let stale = Cgroups {
+            base: e.path(),
+            quotas: Mutex::new(BTreeMap::new()),
+        };
+        stale.cleanup();
     }
 }
 

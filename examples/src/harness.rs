@@ -378,6 +378,7 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
     let interrupted = tokio::select! {
         _ = load => false,
         _ = tokio::signal::ctrl_c() => true,
+        _ = terminated() => true,
     };
     stop.store(true, Ordering::Relaxed);
     let _ = injector.await;
@@ -486,13 +487,32 @@ fn build_record(
 pub fn collector_config(sc: &Scenario) -> String {
     let mut s = String::new();
     s.push_str(&format!("episode_gap_ticks = {}\n", sc.qos.merge_gap_ticks));
+    // Advice is stamped with its tick's start and reaches services after the 300 ms watermark
+    // plus the prediction: hold it for 8 ticks so that it is still valid when it arrives.
+    s.push_str(&format!(
+        "\n[advice]\nthreshold = {:.2}\nttl_ticks = 8\n",
+        sc.control.risk_threshold
+    ));
     for m in &sc.load.mix {
         s.push_str(&format!(
-            "\n[[qos]]\nservice = \"frontend\"\nendpoint = \"POST /{}\"\npercentile = {:.1}\ntarget_ms = {:.1}\nwindow_ms = {}\n",
-            m.op, sc.qos.percentile, sc.qos.target_ms, sc.qos.window_ms
+            "\n[[qos]]\nservice = \"frontend\"\nendpoint = \"POST /{}\"\npercentile = {:.4}\ntarget_ms = {:.1}\nwindow_ms = {}\n",
+            m.op,
+            sc.qos.percentile / 100.0,
+            sc.qos.target_ms,
+            sc.qos.window_ms
         ));
     }
     s
+}
+
+/// Resolves on SIGTERM (e.g. from `timeout`), so a terminated run still cleans up.
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
 }
 
 async fn wait_ready(client: &JsonClient, path: &str, within: Duration) -> bool {
@@ -666,15 +686,21 @@ async fn post_label(ctx: &InjectCtx, t: &GroundTruth, phase: &str) {
             use std::io::Write;
             writeln!(f, "{line}")
         });
+    if phase != "start" {
+        return;
+    }
+    // One label per fault, at its start, with its planned end (the collector appends labels).
     if let Some(c) = &ctx.collector {
+        let resource = match t.resource.as_str() {
+            "dependency" => "downstream",
+            other => other,
+        };
         let body = json!({
             "service": t.service,
-            "resource": t.resource,
+            "resource": resource,
             "class": t.class.as_str(),
-            "kind": t.kind.as_str(),
-            "start_unix_ns": t.start_unix_ns,
-            "end_unix_ns": if phase == "end" { Some(t.end_unix_ns) } else { None },
-            "id": format!("fault-{}", t.id),
+            "start": t.start_unix_ns,
+            "end": t.end_unix_ns,
         });
         if let Err(e) = c.post(LABELS_PATH, &body).await {
             ctx.shared
@@ -700,7 +726,10 @@ async fn poll_predictions(
         match client.get(PREDICTIONS_PATH).await {
             Ok(v) => {
                 let Some(set) = parse_predictions(&v) else {
-                    shared.note("could not read /v1/predictions (unknown shape)");
+                    // `latest` is null until the first tick has been predicted.
+                    if v.get("latest").is_some_and(|l| !l.is_null()) {
+                        shared.note("could not read /v1/predictions (unknown shape)");
+                    }
                     continue;
                 };
                 let by_name: BTreeMap<&str, &crate::collector::Pred> = set
