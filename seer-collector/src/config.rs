@@ -10,7 +10,8 @@
 //! | tick length (ms) | `--tick-ms` | `SEER_TICK_MS` | 100 |
 //! | watermark for late windows (ms) | `--watermark-ms` | `SEER_WATERMARK_MS` | 300 |
 //! | request body limit, decompressed (bytes) | `--max-body-bytes` | `SEER_MAX_BODY_BYTES` | 67108864 |
-//! | memory budget for queued ingest (MiB) | `--memory-limit-mb` | `SEER_MEMORY_LIMIT_MB` | 512 |
+//! | memory limit (MiB; 3/8 for queued ingest, 1/8 store cache) | `--memory-limit-mb` | `SEER_MEMORY_LIMIT_MB` | 512 |
+//! | open connections | `--max-connections` | `SEER_MAX_CONNECTIONS` | 512 |
 //! | span retention by age (s) | `--retention-max-age-secs` | `SEER_RETENTION_MAX_AGE_SECS` | 86400 |
 //! | span retention by size (bytes) | `--retention-max-bytes` | `SEER_RETENTION_MAX_BYTES` | 1073741824 |
 //! | webhook URLs (repeat / comma list) | `--webhook` | `SEER_WEBHOOKS` | none |
@@ -125,6 +126,8 @@ pub struct Config {
     pub memory_limit_mb: u64,
     /// Most services tracked at once (more are dropped and counted).
     pub max_services: usize,
+    /// Most open client connections (more wait in the accept backlog).
+    pub max_connections: usize,
     /// Retention.
     pub retention: RetentionConfig,
     /// QoS targets.
@@ -160,6 +163,7 @@ impl Default for Config {
             max_body_bytes: 64 << 20,
             memory_limit_mb: 512,
             max_services: 1024,
+            max_connections: 512,
             retention: RetentionConfig::default(),
             qos: Vec::new(),
             episode_gap_ticks: 5,
@@ -214,6 +218,9 @@ pub struct Overrides {
     /// Memory budget for bodies and queued spans, MiB; beyond it ingest answers 503 [default: 512].
     #[arg(long, env = "SEER_MEMORY_LIMIT_MB", value_name = "MIB")]
     pub memory_limit_mb: Option<u64>,
+    /// Most open client connections; more wait in the accept backlog [default: 512].
+    #[arg(long, env = "SEER_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Delete stored data older than this, seconds [default: 86400].
     #[arg(long, env = "SEER_RETENTION_MAX_AGE_SECS", value_name = "SECS")]
     pub retention_max_age_secs: Option<u64>,
@@ -310,6 +317,9 @@ impl Config {
         if let Some(v) = o.memory_limit_mb {
             self.memory_limit_mb = v;
         }
+        if let Some(v) = o.max_connections {
+            self.max_connections = v;
+        }
         if let Some(v) = o.retention_max_age_secs {
             self.retention.max_age_secs = v;
         }
@@ -347,6 +357,9 @@ impl Config {
         }
         if self.memory_limit_mb < 16 {
             return bad("memory_limit_mb", "must be at least 16");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
         }
         if self.max_services == 0 {
             return bad("max_services", "must be at least 1");

@@ -90,8 +90,9 @@ pub enum StartError {
     NoUpstream,
 }
 
-/// The predictor used when none is given: the reactive baseline. (With the `model` feature,
-/// seer-model's predictor is wired in here by `predict::model`.)
+/// The predictor used when none is given: the reactive baseline. This is the one place to
+/// plug seer-model's predictor in (behind the `model` feature) as the default; anyone can
+/// pass their own with [`Collector::with_predictor`].
 pub fn default_predictor(_cfg: &Config) -> Box<dyn Predictor> {
     Box::new(predict::ReactivePredictor::new())
 }
@@ -204,7 +205,7 @@ impl Collector {
             if let Ok(mut p) = shared.predictor.write() {
                 *p = predictor.name().to_owned();
             }
-            let (frames_tx, frames_rx) = std::sync::mpsc::sync_channel(64);
+            let (frames_tx, frames_rx) = std::sync::mpsc::sync_channel(pipeline::FRAME_QUEUE);
             let webhooks = if cfg.webhooks.is_empty() {
                 None
             } else {

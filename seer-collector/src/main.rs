@@ -16,9 +16,27 @@ struct Cli {
     command: Command,
 }
 
+/// Settings only the TOML file sets (shown by `serve --help`).
+const TOML_ONLY: &str = "\
+Settings only in the TOML file (--config):
+  [[qos]]                  one table per QoS target of an entry endpoint:
+    service = \"frontend\"   entry service
+    endpoint = \"POST /compose\"  entry endpoint (omit for every endpoint)
+    percentile = 0.99      percentile over the sliding window
+    target_ms = 100.0      target latency
+    window_ms = 1000       sliding window
+  episode_gap_ticks = 5    violation gaps shorter than this merge into one episode
+  slow_trace_ms = 100.0    traces slower than this get critical-path attribution (no QoS target)
+  max_services = 1024      services tracked at once (more are dropped and counted)
+  [advice]                 threshold = 0.5, min_admit = 0.5, min_entry_admit = 0.7, ttl_ticks = 3
+  [retention]              max_age_secs, max_bytes (also flags)
+  upstream_token           bearer token sent upstream in agent mode
+Logging: SEER_LOG (e.g. info, seer_collector=debug).";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the collector: ingest, aggregation, prediction, store and API on one port.
+    #[command(after_long_help = TOML_ONLY)]
     Serve {
         #[command(flatten)]
         settings: Overrides,

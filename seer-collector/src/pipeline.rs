@@ -89,7 +89,12 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Predictor name.
     pub predictor: RwLock<String>,
+    /// Closed ticks queued for the prediction thread.
+    pub frames_queued: std::sync::atomic::AtomicUsize,
 }
+
+/// Capacity of the queue from the aggregator to the prediction thread.
+pub const FRAME_QUEUE: usize = 64;
 
 /// Handler state (cheap to clone).
 #[derive(Debug, Clone)]
@@ -233,7 +238,15 @@ pub fn run_aggregator(
                     .map(|v| v.is_finite().then_some(*v))
                     .collect();
             }
-            if frames.try_send(c.frame).is_err() {
+            if frames.try_send(c.frame).is_ok() {
+                let queued = shared.frames_queued.fetch_add(1, Ordering::AcqRel) + 1;
+                QueueFill {
+                    queue: 2,
+                    len: queued,
+                    capacity: FRAME_QUEUE,
+                }
+                .emit(metrics);
+            } else {
                 Dropped {
                     stage: DropStage::Predict,
                     count: 1,
@@ -311,6 +324,12 @@ pub struct BoardSink {
 
 impl PredictSink for BoardSink {
     fn tick(&mut self, record: &PredictionRecord, advice: &[Advice], stats: PredictorStats) {
+        let _ = self
+            .shared
+            .frames_queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(1))
+            });
         PredictionMade {
             latency_us: record.latency_us,
             model_version: record.model_version,

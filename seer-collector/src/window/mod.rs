@@ -7,6 +7,7 @@
 //! [`Aggregator::on_label`]) and calls [`Aggregator::advance`] with the wall clock, which closes
 //! every tick whose watermark has passed.
 
+mod hash;
 pub mod qos;
 mod ring;
 pub mod traces;
@@ -15,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use self::hash::FastMap;
 use crate::config::{Config, QosSpec};
 use crate::hw::{NodeSample, ServiceHw};
 use crate::ingest::otlp::{DecodedBatch, kind};
@@ -25,6 +27,9 @@ use seer_proto::{EndpointWindow, Histogram, WindowBatch};
 pub use qos::{Episode, QosEvaluator, QosVerdict};
 pub use ring::FeatureRing;
 pub use traces::{Edge, MiniSpan, ServiceGraph, TraceAssembler};
+
+/// Most endpoints tracked per service and tick (more are folded into the service totals only).
+pub const MAX_ENDPOINTS: usize = 64;
 
 /// A fault record handed in by a controlled run (`POST /v1/labels`): the ground-truth culprit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,12 +159,12 @@ struct ServiceAcc {
     latency: Histogram,
     self_latency: Histogram,
     queue_wait: Histogram,
-    endpoints: HashMap<String, EndpointAcc>,
+    endpoints: FastMap<String, EndpointAcc>,
 }
 
 #[derive(Debug, Default)]
 struct TickState {
-    services: HashMap<u32, ServiceAcc>,
+    services: FastMap<u32, ServiceAcc>,
     qos: Vec<Histogram>,
 }
 
@@ -232,7 +237,7 @@ impl Aggregator {
             names: HashMap::new(),
             services: Vec::new(),
             graph: ServiceGraph::new(65_536),
-            assembler: TraceAssembler::new(20_000, 2_000, idle),
+            assembler: TraceAssembler::new(20_000, 1_000, 262_144, idle),
             labels: Vec::new(),
             nodes: HashMap::new(),
             service_hw: HashMap::new(),
@@ -318,7 +323,7 @@ impl Aggregator {
     fn state(&mut self, tick: u64) -> &mut TickState {
         let n = self.qos.len();
         self.open.entry(tick).or_insert_with(|| TickState {
-            services: HashMap::new(),
+            services: FastMap::default(),
             qos: vec![Histogram::new_latency(); n],
         })
     }
@@ -388,7 +393,7 @@ impl Aggregator {
             })
             .collect();
         // Time each span spent in direct client/producer children (for self latency).
-        let mut blocked: HashMap<[u8; 8], u64> = HashMap::new();
+        let mut blocked: FastMap<[u8; 8], u64> = FastMap::default();
         if derive.iter().any(|d| *d) {
             for s in &batch.spans {
                 if !s.is_root() && matches!(s.kind, kind::CLIENT | kind::PRODUCER) {
@@ -430,14 +435,19 @@ impl Aggregator {
             let name = batch.name(s);
             let dur = s.duration_ns();
             let self_ns = dur.saturating_sub(blocked.get(&s.span_id).copied().unwrap_or(0));
-            let specs: Vec<usize> = (0..self.qos.len())
-                .filter(|i| {
-                    self.qos
-                        .matches(*i, &batch.services[s.service as usize], name)
-                })
-                .collect();
+            let mut specs = 0u64; // bit i: spec i covers this endpoint (first 64 specs)
+            for i in 0..self.qos.len().min(64) {
+                if self
+                    .qos
+                    .matches(i, &batch.services[s.service as usize], name)
+                {
+                    specs |= 1 << i;
+                }
+            }
             let st = self.state(end_tick);
-            for i in specs {
+            while specs != 0 {
+                let i = specs.trailing_zeros() as usize;
+                specs &= specs - 1;
                 if let Some(h) = st.qos.get_mut(i) {
                     h.record_ns(dur);
                 }
@@ -450,20 +460,19 @@ impl Aggregator {
             acc.self_busy_ns += self_ns;
             acc.latency.record_ns(dur);
             acc.self_latency.record_ns(self_ns);
-            if !acc.endpoints.contains_key(name) {
-                if acc.endpoints.len() >= 256 {
-                    continue;
-                }
-                acc.endpoints
-                    .insert(name.to_owned(), EndpointAcc::default());
-            }
-            let Some(ep) = acc.endpoints.get_mut(name) else {
-                continue;
+            let bump = |ep: &mut EndpointAcc| {
+                ep.arrivals += 1;
+                ep.completions += 1;
+                ep.errors += u64::from(s.error);
+                ep.latency.record_ns(dur);
             };
-            ep.arrivals += 1;
-            ep.completions += 1;
-            ep.errors += u64::from(s.error);
-            ep.latency.record_ns(dur);
+            if let Some(ep) = acc.endpoints.get_mut(name) {
+                bump(ep);
+            } else if acc.endpoints.len() < MAX_ENDPOINTS {
+                let mut ep = EndpointAcc::default();
+                bump(&mut ep);
+                acc.endpoints.insert(name.to_owned(), ep);
+            }
         }
     }
 
@@ -713,7 +722,7 @@ fn merge_window(acc: &mut ServiceAcc, w: &EndpointWindow, latency: &Histogram) {
     if let Ok(h) = Histogram::decode(&w.queue_wait) {
         let _ = acc.queue_wait.merge(&h);
     }
-    if acc.endpoints.len() < 256 || acc.endpoints.contains_key(&w.endpoint) {
+    if acc.endpoints.len() < MAX_ENDPOINTS || acc.endpoints.contains_key(&w.endpoint) {
         let ep = acc.endpoints.entry(w.endpoint.clone()).or_default();
         ep.arrivals += w.arrivals;
         ep.completions += w.completions;

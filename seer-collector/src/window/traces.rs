@@ -10,6 +10,8 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::hash::FastMap;
+
 /// The part of a span the assembler keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MiniSpan {
@@ -49,25 +51,30 @@ pub struct TraceSummary {
 /// Groups spans by trace and finalizes traces after they go idle.
 #[derive(Debug)]
 pub struct TraceAssembler {
-    traces: HashMap<[u8; 16], TraceBuf>,
+    traces: FastMap<[u8; 16], TraceBuf>,
     /// (trace, tick it was last touched at), in touch order; stale entries are skipped.
     order: VecDeque<([u8; 16], u64)>,
     max_traces: usize,
     max_spans: usize,
+    max_total: usize,
+    held: usize,
     idle_ticks: u64,
     /// Spans refused because a trace was full.
     pub overflow: u64,
 }
 
 impl TraceAssembler {
-    /// An assembler holding at most `max_traces` traces of `max_spans` spans each, finalizing
+    /// An assembler holding at most `max_traces` traces of `max_spans` spans each and
+    /// `max_total` spans in all (the oldest trace is finalized early to make room), finalizing
     /// a trace `idle_ticks` after its last span.
-    pub fn new(max_traces: usize, max_spans: usize, idle_ticks: u64) -> Self {
+    pub fn new(max_traces: usize, max_spans: usize, max_total: usize, idle_ticks: u64) -> Self {
         Self {
-            traces: HashMap::new(),
+            traces: FastMap::default(),
             order: VecDeque::new(),
             max_traces: max_traces.max(1),
             max_spans,
+            max_total: max_total.max(1),
+            held: 0,
             idle_ticks,
             overflow: 0,
         }
@@ -83,10 +90,17 @@ impl TraceAssembler {
         self.traces.is_empty()
     }
 
+    /// Spans held in all.
+    pub fn spans_held(&self) -> usize {
+        self.held
+    }
+
     fn pop_oldest(&mut self) -> Option<Vec<MiniSpan>> {
         while let Some((t, at)) = self.order.pop_front() {
             if self.traces.get(&t).is_some_and(|b| b.last_tick == at) {
-                return self.traces.remove(&t).map(|b| b.spans);
+                let spans = self.traces.remove(&t).map(|b| b.spans);
+                self.held -= spans.as_ref().map_or(0, Vec::len);
+                return spans;
             }
         }
         None
@@ -95,7 +109,9 @@ impl TraceAssembler {
     /// Adds a span seen at `tick`. Returns a trace finalized early to make room, if any.
     pub fn add(&mut self, trace: [u8; 16], span: MiniSpan, tick: u64) -> Option<Vec<MiniSpan>> {
         let mut evicted = None;
-        if !self.traces.contains_key(&trace) && self.traces.len() >= self.max_traces {
+        if self.held >= self.max_total
+            || (!self.traces.contains_key(&trace) && self.traces.len() >= self.max_traces)
+        {
             evicted = self.pop_oldest();
         }
         let buf = self.traces.entry(trace).or_insert_with(|| TraceBuf {
@@ -108,6 +124,7 @@ impl TraceAssembler {
         }
         if buf.spans.len() < self.max_spans {
             buf.spans.push(span);
+            self.held += 1;
         } else {
             self.overflow += 1;
         }
@@ -134,6 +151,7 @@ impl TraceAssembler {
             if self.traces.get(&t).is_some_and(|b| b.last_tick == at)
                 && let Some(b) = self.traces.remove(&t)
             {
+                self.held -= b.spans.len();
                 out.push(b.spans);
             }
         }
@@ -143,29 +161,44 @@ impl TraceAssembler {
 
 /// Summarizes a finalized trace. `slow_ns(root)` gives the slow threshold for a root span.
 pub fn summarize(spans: &[MiniSpan], slow_ns: impl Fn(&MiniSpan) -> u64) -> TraceSummary {
-    let mut by_id: HashMap<u64, usize> = HashMap::with_capacity(spans.len());
-    for (i, s) in spans.iter().enumerate() {
-        by_id.insert(s.span_id, i);
-    }
-    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut roots = Vec::new();
+    let n = spans.len();
+    // Parent index of each span (small traces: a linear scan beats building a map).
+    let parent: Vec<Option<usize>> = if n <= 32 {
+        spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                spans
+                    .iter()
+                    .position(|p| p.span_id == s.parent)
+                    .filter(|p| *p != i)
+            })
+            .collect()
+    } else {
+        let mut by_id: FastMap<u64, usize> =
+            FastMap::with_capacity_and_hasher(n, Default::default());
+        for (i, s) in spans.iter().enumerate() {
+            by_id.insert(s.span_id, i);
+        }
+        spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| by_id.get(&s.parent).copied().filter(|p| *p != i))
+            .collect()
+    };
     let mut out = TraceSummary::default();
-    for (i, s) in spans.iter().enumerate() {
-        match by_id.get(&s.parent).filter(|p| **p != i) {
-            Some(&p) => {
-                children.entry(p).or_default().push(i);
-                let ps = spans[p].service;
-                if ps != s.service {
-                    out.calls.push((ps, s.service, s.error));
-                }
-            }
-            None => roots.push(i),
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = p
+            && spans[*p].service != spans[i].service
+        {
+            out.calls
+                .push((spans[*p].service, spans[i].service, spans[i].error));
         }
     }
     // The longest root is the trace's root.
-    let Some(&root) = roots
-        .iter()
-        .max_by_key(|i| spans[**i].end.saturating_sub(spans[**i].start))
+    let Some(root) = (0..n)
+        .filter(|i| parent[*i].is_none())
+        .max_by_key(|i| spans[*i].end.saturating_sub(spans[*i].start))
     else {
         return out;
     };
@@ -174,20 +207,26 @@ pub fn summarize(spans: &[MiniSpan], slow_ns: impl Fn(&MiniSpan) -> u64) -> Trac
         return out;
     }
     out.slow = true;
-    let mut excl: HashMap<u32, u64> = HashMap::new();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = p {
+            children[*p].push(i);
+        }
+    }
+    let mut excl: FastMap<u32, u64> = FastMap::default();
     // Iterative critical-path walk: (span index, the time up to which it is critical).
     let mut stack = vec![(root, spans[root].end)];
     let mut steps = 0usize;
     while let Some((i, until)) = stack.pop() {
         steps += 1;
-        if steps > spans.len() * 2 + 16 {
+        if steps > n * 2 + 16 {
             break; // cycles in untrusted parent links
         }
         let s = &spans[i];
         let mut cur = until.min(s.end);
-        let mut kids: Vec<usize> = children.get(&i).cloned().unwrap_or_default();
+        let kids = &mut children[i];
         kids.sort_by_key(|k| std::cmp::Reverse(spans[*k].end));
-        for k in kids {
+        for &k in kids.iter() {
             let c = &spans[k];
             if c.start >= cur || c.end <= s.start {
                 continue;
@@ -340,7 +379,7 @@ mod tests {
 
     #[test]
     fn assembler_is_bounded_and_drains_idle() {
-        let mut a = TraceAssembler::new(2, 2, 3);
+        let mut a = TraceAssembler::new(2, 2, 1000, 3);
         assert!(a.add([1; 16], s(1, 0, 0, 0, 1), 0).is_none());
         a.add([1; 16], s(2, 1, 0, 0, 1), 0);
         a.add([1; 16], s(3, 1, 0, 0, 1), 0);
@@ -351,6 +390,18 @@ mod tests {
         assert!(a.drain_idle(6, 10).is_empty());
         assert_eq!(a.drain_idle(8, 10).len(), 2);
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn total_span_budget_evicts_oldest() {
+        let mut a = TraceAssembler::new(100, 100, 10, 1000);
+        for t in 0..5u8 {
+            for i in 0..4 {
+                a.add([t; 16], s(i, 0, 0, 0, 1), 0);
+            }
+        }
+        assert!(a.spans_held() <= 10);
+        assert!(a.len() <= 3);
     }
 
     #[test]

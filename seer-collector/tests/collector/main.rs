@@ -7,3 +7,4 @@ mod common;
 mod durability;
 mod ingest;
 mod python;
+mod sdk;
