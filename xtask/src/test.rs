@@ -52,7 +52,10 @@ pub(crate) fn python_venv() -> Result<()> {
     let python = root.join(".venv").join("bin").join("python");
     let ready = |python: &std::path::Path| {
         std::process::Command::new(python)
-            .args(["-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http"])
+            .args([
+                "-c",
+                "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
@@ -74,7 +77,13 @@ pub(crate) fn python_venv() -> Result<()> {
         "python packages for the OTel real-client test",
         std::process::Command::new(&python)
             .current_dir(&root)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(PYTHON_PACKAGES),
     )
 }
