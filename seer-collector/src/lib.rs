@@ -39,6 +39,7 @@
 
 pub mod agent;
 pub mod config;
+mod error;
 pub mod hw;
 pub mod ingest;
 pub mod internal_events;
@@ -54,6 +55,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use error::StartError;
+
 use config::Config;
 use hw::{CounterSource, ProbeReport, Sampler};
 use internal_events::{CountersProbed, Metrics, NodeSampled};
@@ -62,33 +65,6 @@ use predict::Predictor;
 use predict::thread::{PredictConfig, PredictionEngine};
 use store::Store;
 use store::writer::{RetentionPolicy, StoreHandle};
-
-/// Why the collector could not start or stop cleanly.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// The settings are invalid.
-    #[error("invalid settings")]
-    Config(#[from] config::ConfigError),
-    /// The store could not be opened.
-    #[error("cannot open the store")]
-    Store(#[from] store::StoreError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A thread could not be spawned, or the server failed.
-    #[error("collector runtime error")]
-    Io(#[from] std::io::Error),
-    /// Agent mode needs `--upstream`.
-    #[error("agent mode needs an upstream collector URL (--upstream)")]
-    NoUpstream,
-}
 
 /// The predictor used when none is given: the reactive baseline. This is the one place to
 /// plug seer-model's predictor in (behind the `model` feature) as the default; anyone can
@@ -160,8 +136,10 @@ impl Collector {
         let cfg = Arc::new(cfg);
         let metrics = Arc::new(Metrics::new());
         let memory = cfg.memory_limit_bytes();
-        // Half the memory budget for ingest bodies and queues, an eighth for the store cache.
-        let budget = ingest::budget::Budget::new(memory / 2, Arc::clone(&metrics));
+        // Of the memory limit: 3/8 for ingest bodies and queues, 1/8 for the store's cache; the
+        // rest covers connection buffers (max_connections x 64 KiB), the writer's batch and
+        // the aggregator.
+        let budget = ingest::budget::Budget::new(memory / 8 * 3, Arc::clone(&metrics));
         let shared = Arc::new(Shared::default());
         let node: Arc<str> = Arc::from(cfg.node_name());
         let mut threads = Vec::new();
@@ -324,15 +302,14 @@ impl Collector {
                 source,
             })?;
         let addr = listener.local_addr()?;
-        let app = serve::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown_rx.wait_for(|v| *v).await;
-                })
-                .await
-        });
+        let app = serve::router(state.clone());
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(serve::serve(
+            listener,
+            app,
+            cfg.max_connections,
+            shutdown_rx,
+        ));
         pipeline::set_ready(&shared, true);
         Ok(RunningCollector {
             addr,

@@ -8,8 +8,8 @@
 //! | an entry service (named in the QoS spec) while another service is the culprit with global risk `g >= T` | `1 - (g - T) / (1 - T) * (1 - min_entry_admit)`; default `min_entry_admit` 0.7 | none |
 //!
 //! `culprit` is true for the single service with the highest risk at or above `T`. Advice
-//! expires `ttl_ticks` ticks (default 3) after the tick it was computed for, so a collector that
-//! goes quiet fails open: the SDK then admits everything. The reactive rule's risk is a
+//! expires `ttl_ticks` ticks (default 3) after it is published, so a collector that goes quiet
+//! fails open: the SDK then admits everything. The reactive rule's risk is a
 //! smoothed score rather than a calibrated probability; the same policy applies to both.
 
 use std::collections::{HashMap, HashSet};
@@ -103,6 +103,8 @@ impl Advice {
 pub struct AdviceContext<'a> {
     /// Tick start, unix nanoseconds.
     pub tick_start_unix_ns: u64,
+    /// Now (when the advice is published), unix nanoseconds: expiry counts from here.
+    pub now_unix_ns: u64,
     /// Tick length, nanoseconds.
     pub tick_ns: u64,
     /// Services named as entries in the QoS spec.
@@ -143,10 +145,10 @@ impl AdvicePolicy {
             .filter(|s| s.risk >= t)
             .max_by(|a, b| a.risk.total_cmp(&b.risk))
             .map(|s| s.service.clone());
-        let expires = ctx.tick_start_unix_ns.saturating_add(
-            ctx.tick_ns
-                .saturating_mul(u64::from(self.config.ttl_ticks).saturating_add(1)),
-        );
+        let expires = ctx
+            .now_unix_ns
+            .max(ctx.tick_start_unix_ns)
+            .saturating_add(ctx.tick_ns.saturating_mul(u64::from(self.config.ttl_ticks)));
         let global = set.global_risk.clamp(0.0, 1.0);
         let mut out = Vec::with_capacity(set.services.len());
         for (i, p) in set.services.iter().enumerate() {
@@ -247,6 +249,7 @@ mod tests {
         let entries: HashSet<String> = ["fe".to_string()].into();
         let ctx = AdviceContext {
             tick_start_unix_ns: 1_000,
+            now_unix_ns: 1_100,
             tick_ns: 100,
             entries: &entries,
             local_inflight: &[2.0, 4.0, 1.0],
@@ -268,7 +271,7 @@ mod tests {
             (a[0].admit_fraction - 0.7).abs() < 1e-6,
             "entry sheds gently"
         );
-        assert_eq!(a[0].expires_at_unix_ns, 1_000 + 4 * 100);
+        assert_eq!(a[0].expires_at_unix_ns, 1_100 + 3 * 100);
         let reply = a[1].to_reply();
         assert_eq!(reply.version, seer_proto::WIRE_VERSION);
         assert!(reply.culprit);
@@ -280,6 +283,7 @@ mod tests {
         let entries = HashSet::new();
         let ctx = AdviceContext {
             tick_start_unix_ns: 0,
+            now_unix_ns: 0,
             tick_ns: 100,
             entries: &entries,
             local_inflight: &[],

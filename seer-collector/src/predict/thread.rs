@@ -207,6 +207,7 @@ impl PredictionEngine {
             &set,
             &AdviceContext {
                 tick_start_unix_ns: frame.tick_start_unix_ns,
+                now_unix_ns: now_unix_ns(),
                 tick_ns: frame.tick_ns,
                 entries: &self.entries,
                 local_inflight: &local_inflight,
