@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 /// The default input features: the "own queue" signals that name a culprit (see the crate docs),
-/// plus arrivals for load context. Names follow the collector's feature columns.
+/// plus arrivals and inclusive latency for load and QoS context. Names follow the collector's feature columns.
 pub const DEFAULT_FEATURES: &[&str] = &[
     "queue_depth_mean",
+    "latency_p99_ms",
     "local_inflight_mean",
     "queue_wait_p99_ms",
     "self_latency_p99_ms",
@@ -33,6 +34,7 @@ pub const DEFAULT_FEATURES: &[&str] = &[
 /// | `replay_capacity` | 4096 | matured samples kept per class (violation / healthy) |
 /// | `positive_fraction` | 0.5 | share of violation samples in a batch (upsampling) |
 /// | `history` | 16384 ticks | normalised frames kept for replay windows |
+/// | `smoothing` | 0.5 | weight of a new tick in the exponentially smoothed risks |
 /// | `threshold` | 0.5 | risk at or above which a prediction is an alarm |
 /// | `score_window` | 3000 ticks | matured ticks behind the online precision / recall |
 /// | `min_train_steps` | 300 | steps before the model may leave learning mode |
@@ -57,6 +59,7 @@ pub struct ModelConfig {
     pub(crate) replay_capacity: usize,
     pub(crate) positive_fraction: f64,
     pub(crate) history: usize,
+    pub(crate) smoothing: f32,
     pub(crate) threshold: f32,
     pub(crate) score_window: usize,
     pub(crate) min_train_steps: u64,
@@ -84,6 +87,7 @@ impl Default for ModelConfig {
             replay_capacity: 4096,
             positive_fraction: 0.5,
             history: 16384,
+            smoothing: 0.5,
             threshold: 0.5,
             score_window: 3000,
             min_train_steps: 300,
@@ -158,6 +162,10 @@ impl ModelConfig {
         with_history, history: usize
     );
     setter!(
+        /// Weight of a new tick in the smoothed risks (1 = no smoothing).
+        with_smoothing, smoothing: f32
+    );
+    setter!(
         /// Alarm threshold on risk.
         with_threshold, threshold: f32
     );
@@ -228,15 +236,19 @@ impl ModelConfig {
         self.threshold
     }
 
-    /// Input channels per tick: each feature appears normalised online and relative to the
-    /// other services, plus one presence channel.
+    /// Input channels per tick: each feature appears normalised online, relative to the other
+    /// services and relative to the service's own baseline, plus one presence channel.
     pub(crate) fn channels(&self) -> usize {
-        2 * self.features.len() + 1
+        3 * self.features.len() + 1
     }
 
     /// Checks the settings; the message names the first bad one.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 9] = [
+        let checks: [(bool, &str); 10] = [
+            (
+                self.smoothing > 0.0 && self.smoothing <= 1.0,
+                "smoothing must be within (0, 1]",
+            ),
             (self.window >= 4, "window must be at least 4 ticks"),
             (self.horizon >= 1, "horizon must be at least 1 tick"),
             (!self.features.is_empty(), "the feature set is empty"),
@@ -274,7 +286,7 @@ mod tests {
     fn defaults_are_valid_and_setters_apply() {
         let cfg = ModelConfig::default();
         assert!(cfg.validate().is_ok());
-        assert_eq!(cfg.channels(), 2 * DEFAULT_FEATURES.len() + 1);
+        assert_eq!(cfg.channels(), 3 * DEFAULT_FEATURES.len() + 1);
         let cfg = cfg.with_window(2);
         assert!(cfg.validate().is_err());
         let cfg = ModelConfig::default()

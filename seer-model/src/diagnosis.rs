@@ -137,6 +137,8 @@ pub struct Diagnosis {
 #[derive(Debug, Default)]
 pub struct Diagnoser {
     baselines: HashMap<String, HashMap<String, Running>>,
+    /// Signal name -> whether it speaks for a resource (cached: names repeat every tick).
+    relevant: HashMap<String, bool>,
 }
 
 /// Baseline key of node-level counters.
@@ -150,10 +152,25 @@ impl Diagnoser {
 
     /// Learns one healthy tick of `service`'s signals and of the node's.
     pub fn learn(&mut self, service: &str, signals: &[(&str, f32)], node: &[(&str, f32)]) {
+        let relevant = &mut self.relevant;
+        let baselines = &mut self.baselines;
         let mut learn = |key: &str, signals: &[(&str, f32)]| {
-            let map = self.baselines.entry(key.to_owned()).or_default();
+            if !baselines.contains_key(key) {
+                baselines.insert(key.to_owned(), HashMap::new());
+            }
+            let Some(map) = baselines.get_mut(key) else {
+                return;
+            };
             for (name, v) in signals {
-                if v.is_finite() && Resource::of_signal(name).is_some() {
+                let speaks = match relevant.get(*name) {
+                    Some(r) => *r,
+                    None => {
+                        let r = Resource::of_signal(name).is_some();
+                        relevant.insert((*name).to_owned(), r);
+                        r
+                    }
+                };
+                if v.is_finite() && speaks {
                     match map.get_mut(*name) {
                         Some(r) => r.update(f64::from(*v)),
                         None => {

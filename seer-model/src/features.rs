@@ -5,14 +5,19 @@
 //!
 //! 1. `ln(1 + max(v, 0))`: queues and latencies are heavy-tailed and non-negative.
 //! 2. A running mean and variance per feature (over all services; exponentially weighted with
-//!    weight `max(1/n, 1e-3)`), giving `z`, clipped to `[-8, 8]`.
+//!    weight `max(1/n, 1e-3)`, updates winsorised at 3 sd), giving `z`, clipped to `[-8, 8]`.
 //! 3. The same value relative to the other services in this tick: `z - median(z of all present
 //!    services)`. A machine-wide stall raises every service's queue at once and cancels here;
 //!    a service whose own queue grows alone stands out.
 //!
-//! Each tick row thus holds `2F + 1` channels: `F` online-normalised values, `F` relative ones and
-//! a presence flag (0 for ticks in the window before the service existed). Missing values (`NaN`)
-//! and features absent from the tick read as the running mean.
+//! 4. The same value relative to the service's own slow baseline (an exponentially weighted mean
+//!    of its `z` with a time constant of about 500 ticks, moving at most one unit per tick): a
+//!    service whose queue creeps up stands out against its own normal, whatever its normal is.
+//!
+//! Each tick row thus holds `3F + 1` channels: `F` online-normalised values, `F` relative to the
+//! other services, `F` relative to the service's own baseline, and a presence flag (0 for ticks
+//! in the window before the service existed). Missing values (`NaN`) and features absent from the
+//! tick read as the running mean.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -59,9 +64,24 @@ pub(crate) struct Running {
 
 const MIN_WEIGHT: f64 = 1e-3;
 const CLIP: f32 = 8.0;
+/// Updates are winsorised at this many standard deviations once the statistics have settled,
+/// so a long fault does not drag the healthy mean and variance with it.
+const WINSOR: f64 = 3.0;
+/// Weight of a new tick in a service's own baseline (time constant of about 50 s).
+const OWN_WEIGHT: f32 = 2e-3;
+/// A service's own baseline moves by at most this much (in z units) per tick.
+const OWN_CLAMP: f32 = 1.0;
+/// Services not seen for this many ticks are forgotten by the normaliser.
+const FORGET_TICKS: u64 = 100_000;
 
 impl Running {
     pub(crate) fn update(&mut self, x: f64) {
+        let x = if self.n > 100 {
+            let sd = self.var.sqrt();
+            x.clamp(self.mean - WINSOR * sd, self.mean + WINSOR * sd)
+        } else {
+            x
+        };
         self.n += 1;
         let w = (1.0 / self.n as f64).max(MIN_WEIGHT);
         let d = x - self.mean;
@@ -78,30 +98,45 @@ impl Running {
     }
 }
 
-/// Online per-feature normaliser (its state goes into checkpoints).
+/// A service's own slow baseline of its normalised features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct OwnBaseline {
+    pub(crate) mean: Vec<f32>,
+    pub(crate) n: u64,
+    pub(crate) last_tick: u64,
+}
+
+/// Online normaliser (its state goes into checkpoints).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Normaliser {
     pub(crate) stats: Vec<Running>,
+    pub(crate) own: HashMap<String, OwnBaseline>,
 }
 
 impl Normaliser {
     pub(crate) fn new(features: usize) -> Self {
         Normaliser {
             stats: vec![Running::default(); features],
+            own: HashMap::new(),
         }
     }
 
-    /// Normalises one tick into `S x (2F + 1)` rows and updates the running statistics.
+    /// Normalises one tick into `S x (3F + 1)` rows and updates the running statistics.
+    ///
+    /// Channels per row: `F` online-normalised values `z`, `F` values relative to the other
+    /// services (`z - median z`), `F` values relative to the service's own slow baseline, and the
+    /// presence flag.
     pub(crate) fn rows(&mut self, input: &TickFeatures<'_>, features: &[String]) -> Vec<f32> {
         let s = input.services.len();
         let f = features.len();
-        let c = 2 * f + 1;
+        let c = 3 * f + 1;
         let cols: Vec<Option<usize>> = features
             .iter()
             .map(|name| input.feature_names.iter().position(|n| n == name))
             .collect();
         let width = input.feature_names.len();
         let mut out = vec![0.0f32; s * c];
+        let mut present = vec![false; s * f];
         let mut column = Vec::with_capacity(s);
         for (j, col) in cols.iter().enumerate() {
             let Some(col) = *col else { continue };
@@ -120,21 +155,54 @@ impl Normaliser {
                 if let Some(t) = t {
                     let z = self.stats[j].z(*t);
                     out[i * c + j] = z;
+                    present[i * f + j] = true;
                     column.push(z);
-                }
-            }
-            let median = median(&mut column);
-            for (i, t) in raw.iter().enumerate() {
-                if t.is_some() {
-                    out[i * c + f + j] = out[i * c + j] - median;
                 }
             }
             for t in raw.iter().flatten() {
                 self.stats[j].update(*t);
             }
         }
-        for i in 0..s {
-            out[i * c + 2 * f] = 1.0;
+        // Deviation from each service's own baseline.
+        for (i, name) in input.services.iter().enumerate() {
+            let row = &mut out[i * c..(i + 1) * c];
+            row[3 * f] = 1.0;
+            let own = self.own.entry(name.clone()).or_insert_with(|| OwnBaseline {
+                mean: row[..f].to_vec(),
+                n: 0,
+                last_tick: input.tick,
+            });
+            own.n += 1;
+            own.last_tick = input.tick;
+            let w = (1.0 / own.n as f32).max(OWN_WEIGHT);
+            for j in 0..f {
+                if !present[i * f + j] {
+                    continue;
+                }
+                let z = row[j];
+                row[2 * f + j] = z - own.mean[j];
+                own.mean[j] += w * (z - own.mean[j]).clamp(-OWN_CLAMP, OWN_CLAMP);
+            }
+        }
+        // That deviation relative to the other services' (machine-wide rises cancel).
+        for j in 0..f {
+            column.clear();
+            column.extend(
+                (0..s)
+                    .filter(|i| present[i * f + j])
+                    .map(|i| out[i * c + 2 * f + j]),
+            );
+            let median = median(&mut column);
+            for i in 0..s {
+                if present[i * f + j] {
+                    out[i * c + f + j] = out[i * c + 2 * f + j] - median;
+                }
+            }
+        }
+        if self.own.len() > 4 * s + 64 {
+            let now = input.tick;
+            self.own
+                .retain(|_, b| now.saturating_sub(b.last_tick) < FORGET_TICKS);
         }
         out
     }
@@ -311,7 +379,10 @@ mod tests {
             &tick(&services, &[f32::NAN], &["x"]),
             &["x".to_owned(), "absent".to_owned()],
         );
-        assert_eq!(rows, vec![0.0, 0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(
+            rows,
+            vec![0.0; 6].into_iter().chain([1.0]).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub(crate) struct Engine {
     norm: Normaliser,
     history: History,
     ids: HashMap<String, u32>,
+    smoothed: HashMap<u32, f32>,
+    smoothed_global: Option<f32>,
     pending: VecDeque<Pending>,
     /// (tick, violation, culprit id), in tick order.
     outcomes: VecDeque<(u64, bool, Option<u32>)>,
@@ -119,6 +121,8 @@ impl Engine {
             opt,
             norm,
             ids: HashMap::new(),
+            smoothed: HashMap::new(),
+            smoothed_global: None,
             pending: VecDeque::new(),
             outcomes: VecDeque::new(),
             mode: Mode::Learning,
@@ -178,6 +182,26 @@ impl Engine {
             let global = Vec::<f32>::try_from(&logits.global.sigmoid())?;
             (risks, global.first().copied().unwrap_or(0.0))
         };
+        // Smooth over ticks, per service, so one spiky tick does not make an alarm.
+        let a = self.cfg.smoothing;
+        let risks: Vec<f32> = risks
+            .iter()
+            .zip(&ids)
+            .map(|(r, id)| {
+                let prev = self.smoothed.get(id).copied().unwrap_or(*r);
+                let v = prev + a * (r - prev);
+                self.smoothed.insert(*id, v);
+                v
+            })
+            .collect();
+        let global = self
+            .smoothed_global
+            .map_or(global, |prev| prev + a * (global - prev));
+        self.smoothed_global = Some(global);
+        if self.smoothed.len() > 4 * ids.len() + 64 {
+            let live: HashSet<u32> = ids.iter().copied().collect();
+            self.smoothed.retain(|id, _| live.contains(id));
+        }
         self.pending.push_back(Pending {
             seq,
             tick: input.tick,
@@ -217,10 +241,14 @@ impl Engine {
         risks: &[f32],
         edges: &[(usize, usize)],
     ) -> Option<crate::diagnosis::Diagnosis> {
+        let width = input.feature_names.len();
+        let values = &input.features[row * width..(row + 1) * width];
         let mut signals: Vec<(&str, f32)> = input
             .feature_names
             .iter()
-            .filter_map(|name| input.value(row, name).map(|v| (*name, v)))
+            .zip(values)
+            .filter(|(_, v)| v.is_finite())
+            .map(|(name, v)| (*name, *v))
             .collect();
         if let (Some(total), Some(own)) = (
             input.value(row, "latency_p99_ms"),

@@ -5,6 +5,7 @@
 mod bench;
 mod demo;
 mod libtorch;
+mod model_eval;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,16 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The model's offline quality check: a seeded simulation streamed through online training
+    /// and prediction, scored against the reactive baseline; prints JSON.
+    ModelEval {
+        /// Seed of the simulation and the model.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Faults per class (default 60).
+        #[arg(long)]
+        faults: Option<usize>,
+    },
 }
 
 fn main() {
@@ -78,6 +89,7 @@ fn main() {
             seed,
             out,
         } => demo::eval(&scenario, mode, seed, out),
+        Cmd::ModelEval { seed, faults } => model_eval::run(seed, faults),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -16,9 +16,13 @@
 pub mod advice;
 pub mod alerts;
 pub mod diagnosis;
+#[cfg(feature = "model")]
+pub mod model;
 mod reactive;
 pub mod thread;
 
+#[cfg(feature = "model")]
+pub use model::ModelPredictor;
 pub use reactive::{ReactiveConfig, ReactivePredictor};
 
 /// Names of the per-service features, in column order of [`TickInput::features`].

@@ -1,0 +1,61 @@
+//! `model` bench: inference and training-step latency of the CNN+LSTM on one libtorch thread.
+//!
+//! - `model.infer_ms`: median `ModelHandle::observe` for one tick of 64 services with a 30-tick
+//!   window (conv, LSTM, neighbour mix, heads, smoothing and diagnosis, plus the channel round
+//!   trip). Target: at most 1 ms.
+//! - `model.train_step_ms`: median training step on a batch of 64 service windows (one tick of
+//!   64 services, W = 30), Adam, one thread. Target: at most 20 ms.
+//!
+//! Latest results (2-vCPU VM shared with other builds, libtorch 2.13 CPU, rustc 1.95):
+//! infer 0.8-1.6 ms, train step 4-8 ms; both vary with the load of the neighbours.
+//!
+//! Writes `model.json` next to the other benches' parts (`SEER_BENCH_OUT`, else
+//! `target/seer-bench/parts`), which `cargo xtask bench` merges into the summary. The same
+//! shape is measured against the tiny 13-service, W = 64 configuration the quality check uses.
+
+use std::path::PathBuf;
+
+fn main() {
+    // `cargo test --benches` passes `--bench`-less args; only measure under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let bench = match seer_model::sim::speed(64, 30, 1, 300) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("model bench failed: {err}");
+            std::process::exit(1);
+        }
+    };
+    let eval = seer_model::sim::speed(13, 64, 8, 100).ok();
+    let figures = serde_json::json!({
+        "model": {
+            "infer_ms": bench.infer_ms,
+            "train_step_ms": bench.train_step_ms,
+            "parameters": bench.parameters,
+            "infer_target_ms": 1.0,
+            "train_step_target_ms": 20.0,
+            "shape": "64 services x W=30 (train: 64 windows per step), 1 libtorch thread",
+            "eval_shape_infer_ms": eval.map(|s| s.infer_ms),
+            "eval_shape_train_step_ms": eval.map(|s| s.train_step_ms),
+        }
+    });
+    let dir = std::env::var_os("SEER_BENCH_OUT").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("seer-bench")
+                .join("parts")
+        },
+        PathBuf::from,
+    );
+    let text = serde_json::to_string_pretty(&figures).unwrap_or_default();
+    if let Err(err) =
+        std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("model.json"), &text))
+    {
+        eprintln!("model bench: could not write {}: {err}", dir.display());
+        std::process::exit(1);
+    }
+    println!("{text}");
+}
