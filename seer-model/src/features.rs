@@ -362,13 +362,15 @@ mod tests {
         }
         let stall = norm.rows(&tick(&services, &[5.0, 5.0, 5.0], &names), &feats);
         assert!(stall[0] > 3.0, "absolute channel rises: {stall:?}");
-        assert_eq!(stall[1], 0.0, "relative channel cancels");
+        assert!(stall[1].abs() < 1e-6, "relative channel cancels: {stall:?}");
+        assert!(stall[2] > 3.0, "own-baseline channel rises: {stall:?}");
+        assert_eq!(stall[3], 1.0, "presence");
         let own = norm.rows(&tick(&services, &[5.0, 0.1, 0.1], &names), &feats);
+        // Rows are [z, relative deviation, own deviation, presence] per service.
         assert!(
-            own[1] > 3.0 && own[3 + 1] < 0.5,
+            own[1] > 3.0 && own[4 + 1] < 0.5,
             "culprit stands out: {own:?}"
         );
-        assert_eq!(own[2], 1.0, "presence");
     }
 
     #[test]
