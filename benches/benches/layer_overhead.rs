@@ -42,6 +42,13 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 const ITERS: usize = 10_000;
 const ROUNDS: usize = 201;
 
+fn env_or(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn request() -> Request<String> {
     Request::get("/users/42")
         .header("traceparent", HeaderValue::from_static(TRACEPARENT))
@@ -61,7 +68,8 @@ where
 {
     let mut cx = Context::from_waker(Waker::noop());
     let start = Instant::now();
-    for _ in 0..ITERS {
+    let iters = env_or("LAYER_OVERHEAD_ITERS", ITERS);
+    for _ in 0..iters {
         assert!(svc.poll_ready(&mut cx).is_ready());
         let fut = pin!(svc.call(request()));
         match fut.poll(&mut cx) {
@@ -69,7 +77,7 @@ where
             Poll::Pending => unreachable!(),
         }
     }
-    start.elapsed().as_nanos() as f64 / ITERS as f64
+    start.elapsed().as_nanos() as f64 / iters as f64
 }
 
 // ---- the OpenTelemetry layer -------------------------------------------------------------
@@ -169,14 +177,22 @@ where
 struct CountingExporter;
 
 impl Exporter for CountingExporter {
-    fn export(&mut self, batch: ExportBatch<'_>, counters: &seer_sdk::Counters) -> Option<AdviceReply> {
+    fn export(
+        &mut self,
+        batch: ExportBatch<'_>,
+        counters: &seer_sdk::Counters,
+    ) -> Option<AdviceReply> {
         counters.add_exported(batch.spans.len() as u64);
         None
     }
 }
 
 /// The route template of a request, as a router would give it.
-fn users_route<'a>(_m: &'a http::Method, uri: &'a http::Uri, _e: &'a http::Extensions) -> Option<&'a str> {
+fn users_route<'a>(
+    _m: &'a http::Method,
+    uri: &'a http::Uri,
+    _e: &'a http::Extensions,
+) -> Option<&'a str> {
     uri.path().starts_with("/users/").then_some("/users/{id}")
 }
 
@@ -190,7 +206,12 @@ fn main() {
     let (recorder, worker) = Builder::new("bench")
         .with_sample_ratio(0.1)
         .build_with(CountingExporter);
-    let export = if std::env::var_os("NO_WORKER").is_some() { drop(worker); None } else { Some(worker.spawn().unwrap()) };
+    let export = if std::env::var_os("NO_WORKER").is_some() {
+        drop(worker);
+        None
+    } else {
+        Some(worker.spawn().unwrap())
+    };
     let expires = (SystemTime::now() + Duration::from_secs(3600))
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -229,7 +250,7 @@ fn main() {
 
     let (mut b, mut s, mut sx, mut t, mut o) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut ds, mut dsx, mut dt, mut dot) = (vec![], vec![], vec![], vec![]);
-    for round in 0..ROUNDS {
+    for round in 0..env_or("LAYER_OVERHEAD_ROUNDS", ROUNDS) {
         let mut r = [0.0f64; 5];
         // Rotate the order so no stack always runs first.
         for k in 0..5 {
@@ -256,7 +277,9 @@ fn main() {
     let seer_added = median(&mut ds);
     let trace_added = median(&mut dt);
     let otel_added = median(&mut dot);
-    if let Some(e) = export { e.shutdown(Duration::from_secs(1)).ok(); }
+    if let Some(e) = export {
+        e.shutdown(Duration::from_secs(1)).ok();
+    }
     let c = recorder.counters();
     let figures = serde_json::json!({
         "layer_overhead": {

@@ -93,6 +93,38 @@ fn parse_hex_u64(s: &[u8]) -> Option<u64> {
     (bad & 0xf0 == 0).then_some(v)
 }
 
+/// Eight ASCII bytes (big-endian: first character most significant) as their hex value, with a
+/// validity check: SWAR, no branches per digit.
+#[inline]
+fn hex8(w: u64) -> (u32, u64) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let is_letter = (w & (0x40 * ONES)) >> 6; // 1 per byte whose bit 6 is set
+    let lo = w & (0x0f * ONES);
+    let val = lo + is_letter * 9; // per byte: 0..=24, valid ones 0..=15
+    // Digits must be 0x30..=0x39, letters 0x61..=0x66.
+    let bad_hi = (w & (0xf0 * ONES)) ^ (0x30 * ONES + is_letter * 0x30);
+    let bad_range = (val + (ONES - is_letter) * 6) & (0x10 * ONES);
+    let lo_zero = !(lo + 0x0f * ONES) & (0x10 * ONES);
+    let bad_letter_zero = (lo_zero >> 4) & is_letter;
+    let bad = bad_hi | bad_range | bad_letter_zero;
+    let mut v = val;
+    v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
+    v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
+    v = (v | (v >> 16)) & 0x0000_0000_ffff_ffff;
+    (v as u32, bad)
+}
+
+/// Sixteen lower-case hex digits as a u64.
+#[inline]
+fn hex16(s: &[u8]) -> Option<u64> {
+    let (a, b) = s.split_at_checked(8)?;
+    let a = u64::from_be_bytes(a.try_into().ok()?);
+    let b = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    let (ha, bad_a) = hex8(a);
+    let (hb, bad_b) = hex8(b);
+    ((bad_a | bad_b) == 0).then_some((u64::from(ha) << 32) | u64::from(hb))
+}
+
 /// Parses a `traceparent` header value. Returns `None` for anything malformed: wrong length or
 /// separators, non-lower-hex digits, version `ff`, all-zero ids, or a version-00 value with
 /// trailing data. Higher versions are parsed by their version-00 prefix, as the spec asks.
@@ -110,9 +142,9 @@ pub fn parse_traceparent(value: &[u8]) -> Option<SpanContext> {
     if value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
         return None;
     }
-    let hi = parse_hex_u64(&value[3..19])?;
-    let lo = parse_hex_u64(&value[19..35])?;
-    let span = parse_hex_u64(&value[36..52])?;
+    let hi = hex16(&value[3..19])?;
+    let lo = hex16(&value[19..35])?;
+    let span = hex16(&value[36..52])?;
     let flags = u8::try_from(parse_hex_u64(&value[53..55])?).ok()?;
     let ctx = SpanContext {
         trace_id: TraceId((u128::from(hi) << 64) | u128::from(lo)),
@@ -164,6 +196,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn swar_hex_matches_the_table(bytes in proptest::collection::vec(
+            prop_oneof![Just(b'0'), Just(b'9'), Just(b'a'), Just(b'f'), Just(b'g'), Just(b'A'),
+                        Just(b'`'), Just(b'/'), Just(b':'), Just(b'F'), any::<u8>()], 16)) {
+            prop_assert_eq!(hex16(&bytes), parse_hex_u64(&bytes));
+        }
+
+        #[test]
+        fn swar_hex_decodes_valid_digits(v in any::<u64>()) {
+            let s = format!("{v:016x}");
+            prop_assert_eq!(hex16(s.as_bytes()), Some(v));
+        }
+
         #[test]
         fn round_trips(t in 1u128.., s in 1u64.., f in any::<u8>()) {
             let c = SpanContext { trace_id: TraceId(t), span_id: SpanId(s), flags: f, is_remote: true };

@@ -6,11 +6,35 @@
 //! been drained. Arrivals come from cumulative counters, differenced at each cut.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use seer_proto::{EndpointWindow, Histogram};
 
 use crate::limit::TickSample;
 use crate::record::{SpanKind, SpanRecord, flags};
+
+/// Hashes an endpoint id (a small dense integer) with one multiply: the per-record lookup
+/// on the worker must be cheap.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 
 /// A running mean and maximum of gauge samples.
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,7 +81,7 @@ struct EpAgg {
 #[derive(Debug)]
 struct OpenTick {
     tick: u64,
-    eps: HashMap<u32, EpAgg>,
+    eps: IdMap<EpAgg>,
     svc_queue: GaugeStat,
     svc_inflight: GaugeStat,
 }
@@ -66,7 +90,7 @@ impl OpenTick {
     fn new(tick: u64) -> Self {
         Self {
             tick,
-            eps: HashMap::new(),
+            eps: IdMap::default(),
             svc_queue: GaugeStat::default(),
             svc_inflight: GaugeStat::default(),
         }

@@ -3,7 +3,7 @@
 //! async runtime.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -72,21 +72,49 @@ pub(crate) struct WorkerConfig {
     pub(crate) shutdown_timeout: Duration,
 }
 
-/// The export worker. Run it with [`ExportWorker::spawn`] (a dedicated thread), or drive it
-/// yourself with [`ExportWorker::step`] and [`ExportWorker::flush`].
+/// Where batches go: straight into the exporter (driven by hand), or to the I/O thread.
+#[derive(Debug)]
+enum Output<E> {
+    Inline(E),
+    Thread(SyncSender<IoMsg>),
+}
+
+/// A message to the I/O thread.
+#[derive(Debug)]
+enum IoMsg {
+    Batch {
+        windows: Vec<WindowBatch>,
+        spans: Vec<FinishedSpan>,
+        mix: Box<[u64; 256]>,
+    },
+    Flush {
+        deadline: std::time::Instant,
+    },
+}
+
+/// Batches waiting for the I/O thread, at most; more are dropped (and counted) so that a slow
+/// collector never stalls draining.
+const IO_QUEUE: usize = 8;
+
+/// The export worker. Run it with [`ExportWorker::spawn`] (a draining thread plus an I/O thread,
+/// so that a slow collector never delays draining), or drive it yourself with
+/// [`ExportWorker::step`] and [`ExportWorker::flush`] (the exporter is then called inline).
 #[derive(Debug)]
 pub struct ExportWorker<E> {
     recorder: Recorder,
-    exporter: E,
+    out: Output<E>,
     cutter: WindowCutter,
     spans: Vec<FinishedSpan>,
     cfg: WorkerConfig,
-    resource: Resource,
+    resource: Arc<Resource>,
     limiter: Option<Limiter>,
     prio_mix: Box<[u64; 256]>,
     shed_by_limiter: u64,
     slow_ns: HashMap<u32, u64>,
     default_slow_ns: u64,
+    /// Counts accumulated during one drain, published once per drain.
+    pending_unsampled: u64,
+    pending_queue_full: u64,
 }
 
 /// Handle on a spawned worker thread. Dropping it shuts the worker down (flushing with the
@@ -138,31 +166,23 @@ impl<E: Exporter> ExportWorker<E> {
         Self {
             cutter: WindowCutter::new(tick_ns, grace_ns, recorder.endpoint_count()),
             spans: Vec::new(),
-            exporter,
+            out: Output::Inline(exporter),
             limiter,
             prio_mix: Box::new([0; 256]),
             shed_by_limiter: 0,
             slow_ns: HashMap::new(),
             default_slow_ns,
+            pending_unsampled: 0,
+            pending_queue_full: 0,
             recorder,
             cfg,
-            resource,
+            resource: Arc::new(resource),
         }
     }
 
     /// The recorder this worker drains.
     pub fn recorder(&self) -> &Recorder {
         &self.recorder
-    }
-
-    /// The exporter.
-    pub fn exporter(&self) -> &E {
-        &self.exporter
-    }
-
-    /// The exporter, mutably.
-    pub fn exporter_mut(&mut self) -> &mut E {
-        &mut self.exporter
     }
 
     fn slow_threshold(&mut self, endpoint: u32) -> u64 {
@@ -199,13 +219,12 @@ impl<E: Exporter> ExportWorker<E> {
             slow = t > 0 && dur > t && !rec.has(flags::CANCELLED);
         }
         let keep = slow || rec.flags & (flags::SAMPLED | flags::ERROR | flags::SHED) != 0;
-        let counters = &self.recorder.inner.counters;
         if !keep {
-            counters.add_unsampled(1);
+            self.pending_unsampled += 1;
             return;
         }
         if self.spans.len() >= self.cfg.max_queue_spans {
-            counters.add_dropped(DropReason::QueueFull, 1);
+            self.pending_queue_full += 1;
             return;
         }
         let name = if rec.has(flags::NAMED) {
@@ -247,7 +266,13 @@ impl<E: Exporter> ExportWorker<E> {
                 break;
             }
         }
-        recorder.inner.counters.add_recorded(total as u64);
+        let counters = &recorder.inner.counters;
+        counters.add_recorded(total as u64);
+        counters.add_unsampled(std::mem::take(&mut self.pending_unsampled));
+        counters.add_dropped(
+            DropReason::QueueFull,
+            std::mem::take(&mut self.pending_queue_full),
+        );
         total
     }
 
@@ -324,13 +349,39 @@ impl<E: Exporter> ExportWorker<E> {
         }
     }
 
-    fn apply_advice(&mut self, advice: Option<AdviceReply>) {
-        if let Some(a) = advice {
-            self.recorder.inner.counters.add_advice();
-            self.recorder
-                .inner
-                .advice
-                .store(Advice::from(a), &self.prio_mix);
+    /// Hands a batch to the exporter (inline) or to the I/O thread (never blocking unless
+    /// `block`: a full queue drops the batch, counted).
+    fn send(&mut self, windows: Vec<WindowBatch>, spans: Vec<FinishedSpan>, block: bool) {
+        let counters = &self.recorder.inner.counters;
+        match &mut self.out {
+            Output::Inline(exporter) => {
+                let batch = ExportBatch {
+                    resource: &self.resource,
+                    windows,
+                    spans,
+                };
+                let advice = exporter.export(batch, counters);
+                apply_advice(self.recorder, advice, &self.prio_mix);
+            }
+            Output::Thread(tx) => {
+                let msg = IoMsg::Batch {
+                    windows,
+                    spans,
+                    mix: self.prio_mix.clone(),
+                };
+                let failed = if block {
+                    tx.send(msg).err().map(|e| e.0)
+                } else {
+                    match tx.try_send(msg) {
+                        Ok(()) => None,
+                        Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => Some(m),
+                    }
+                };
+                if let Some(IoMsg::Batch { windows, spans, .. }) = failed {
+                    counters.add_dropped(DropReason::QueueFull, spans.len() as u64);
+                    counters.add_windows(0, windows.len() as u64);
+                }
+            }
         }
     }
 
@@ -349,13 +400,7 @@ impl<E: Exporter> ExportWorker<E> {
             return false;
         }
         let spans = std::mem::take(&mut self.spans);
-        let batch = ExportBatch {
-            resource: &self.resource,
-            windows,
-            spans,
-        };
-        let advice = self.exporter.export(batch, &self.recorder.inner.counters);
-        self.apply_advice(advice);
+        self.send(windows, spans, force);
         true
     }
 
@@ -366,9 +411,11 @@ impl<E: Exporter> ExportWorker<E> {
         let n = self.drain(&anchor);
         let now_unix = clock::now().as_unix_nanos(&anchor);
         self.sample_gauges(now_unix);
-        if !self.cut_and_export(now_unix, false) {
-            let advice = self.exporter.poll(&self.recorder.inner.counters);
-            self.apply_advice(advice);
+        if !self.cut_and_export(now_unix, false)
+            && let Output::Inline(exporter) = &mut self.out
+        {
+            let advice = exporter.poll(&self.recorder.inner.counters);
+            apply_advice(self.recorder, advice, &self.prio_mix);
         }
         self.log_drops_once();
         n
@@ -383,16 +430,17 @@ impl<E: Exporter> ExportWorker<E> {
         self.cut_and_export(now_unix, true);
         if !self.spans.is_empty() {
             let spans = std::mem::take(&mut self.spans);
-            let batch = ExportBatch {
-                resource: &self.resource,
-                windows: Vec::new(),
-                spans,
-            };
-            let advice = self.exporter.export(batch, &self.recorder.inner.counters);
-            self.apply_advice(advice);
+            self.send(Vec::new(), spans, true);
         }
-        let advice = self.exporter.flush(deadline, &self.recorder.inner.counters);
-        self.apply_advice(advice);
+        match &mut self.out {
+            Output::Inline(exporter) => {
+                let advice = exporter.flush(deadline, &self.recorder.inner.counters);
+                apply_advice(self.recorder, advice, &self.prio_mix);
+            }
+            Output::Thread(tx) => {
+                let _ = tx.send(IoMsg::Flush { deadline });
+            }
+        }
     }
 
     fn log_drops_once(&self) {
@@ -400,7 +448,7 @@ impl<E: Exporter> ExportWorker<E> {
         if c.dropped() > 0 && self.recorder.first_drop() {
             crate::internal_log::warn(&format!(
                 "seer: dropping spans (buffer full {}, queue full {}, rejected {}, export failed {}); \
-                 window stats are unaffected; further drops are counted, not logged",
+                 further drops are counted (see Recorder::counters), not logged",
                 c.dropped_buffer_full,
                 c.dropped_queue_full,
                 c.dropped_rejected,
@@ -428,20 +476,35 @@ impl<E: Exporter> ExportWorker<E> {
         self.flush(deadline);
     }
 
-    /// Spawns the worker on a dedicated OS thread named `seer-export`.
+    /// Spawns the worker on two dedicated OS threads: `seer-export` drains, cuts windows and
+    /// picks spans; `seer-export-io` runs the exporter (encoding and network I/O), so a slow or
+    /// unreachable collector never delays draining.
     ///
     /// # Errors
     ///
-    /// The OS error if the thread cannot be spawned.
-    pub fn spawn(self) -> std::io::Result<ExportHandle> {
+    /// The OS error if a thread cannot be spawned.
+    pub fn spawn(mut self) -> std::io::Result<ExportHandle> {
         let stop = Arc::new(Stop::default());
         let (tx, rx): (SyncSender<()>, Receiver<()>) = sync_channel(1);
         let timeout = self.cfg.shutdown_timeout;
+        let (io_tx, io_rx) = sync_channel::<IoMsg>(IO_QUEUE);
+        let Output::Inline(exporter) = std::mem::replace(&mut self.out, Output::Thread(io_tx))
+        else {
+            return Err(std::io::Error::other("export worker already spawned"));
+        };
+        let recorder = self.recorder;
+        let resource = Arc::clone(&self.resource);
+        let poll_every = self.cfg.drain_interval;
+        let io = std::thread::Builder::new()
+            .name("seer-export-io".into())
+            .spawn(move || io_loop(exporter, &io_rx, recorder, &resource, poll_every))?;
         let s = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("seer-export".into())
             .spawn(move || {
                 self.run(&s);
+                // Dropping the worker closes the I/O queue; the I/O thread ends after its flush.
+                let _ = io.join();
                 let _ = tx.send(());
             })?;
         Ok(ExportHandle {
@@ -450,6 +513,52 @@ impl<E: Exporter> ExportWorker<E> {
             done: rx,
             timeout,
         })
+    }
+}
+
+fn apply_advice(recorder: Recorder, advice: Option<AdviceReply>, mix: &[u64; 256]) {
+    if let Some(a) = advice {
+        recorder.inner.counters.add_advice();
+        recorder.inner.advice.store(Advice::from(a), mix);
+    }
+}
+
+/// The I/O thread: runs the exporter on the batches it is sent, and retries between them.
+fn io_loop<E: Exporter>(
+    mut exporter: E,
+    rx: &Receiver<IoMsg>,
+    recorder: Recorder,
+    resource: &Resource,
+    poll_every: Duration,
+) {
+    let counters = &recorder.inner.counters;
+    let mut mix: Box<[u64; 256]> = Box::new([0; 256]);
+    loop {
+        match rx.recv_timeout(poll_every) {
+            Ok(IoMsg::Batch {
+                windows,
+                spans,
+                mix: m,
+            }) => {
+                mix = m;
+                let batch = ExportBatch {
+                    resource,
+                    windows,
+                    spans,
+                };
+                let advice = exporter.export(batch, counters);
+                apply_advice(recorder, advice, &mix);
+            }
+            Ok(IoMsg::Flush { deadline }) => {
+                let advice = exporter.flush(deadline, counters);
+                apply_advice(recorder, advice, &mix);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let advice = exporter.poll(counters);
+                apply_advice(recorder, advice, &mix);
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
