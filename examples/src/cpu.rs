@@ -73,14 +73,16 @@ impl Envelope {
     }
 }
 
-/// Runs a CPU hog in this thread's process: `ceil(peak)` spinning threads, each with a duty
-/// cycle over 10 ms slices so that together they demand `intensity` cores. Returns when the
-/// envelope ends or `stop` is set.
+/// Runs a CPU hog in this thread's process: `max(2, ceil(peak))` spinning threads sharing the
+/// demand equally, each with a duty cycle over 10 ms slices, so that together they demand
+/// `intensity` cores. Two threads at least, so that inside a cgroup the hog takes a growing share
+/// of the quota from the service's worker as its duty rises. Returns when the envelope ends or
+/// `stop` is set.
 pub fn run_cpu_hog(env: Envelope, stop: &Arc<AtomicBool>) {
-    let threads = env.peak.ceil().max(1.0) as usize;
+    let threads = env.peak.ceil().max(2.0) as usize;
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
-        .map(|i| {
+        .map(|_| {
             let stop = Arc::clone(stop);
             std::thread::spawn(move || {
                 let slice = Duration::from_millis(10);
@@ -90,7 +92,7 @@ pub fn run_cpu_hog(env: Envelope, stop: &Arc<AtomicBool>) {
                     }
                     let t = started.elapsed().as_secs_f64();
                     let Some(total) = env.at(t) else { break };
-                    let mine = (total - i as f64).clamp(0.0, 1.0);
+                    let mine = (total / threads as f64).clamp(0.0, 1.0);
                     let busy_ns = (mine * slice.as_nanos() as f64) as u64;
                     let slice_start = Instant::now();
                     burn_cpu_ns(busy_ns);

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 
 use crate::harness::{self, RunOptions, RunRecord};
 use crate::metrics::{self, FaultEval, Summary};
@@ -47,6 +47,8 @@ pub struct EvalOptions {
     pub cgroups: bool,
     /// The `social-network` binary.
     pub exe: PathBuf,
+    /// An earlier `off` run's `run.json` to use as the reference instead of running `off`.
+    pub off_run: Option<PathBuf>,
 }
 
 /// Runs the evaluation and writes `summary.json`, `faults.json` and `report.html` to
@@ -68,7 +70,26 @@ pub async fn run(o: EvalOptions) -> Result<EvalOutput> {
         cgroups: o.cgroups,
         exe: o.exe.clone(),
     };
-    let off = if mode != Mode::Off && o.compare_off {
+    let reused = match (&o.off_run, mode) {
+        (Some(p), m) if m != Mode::Off => {
+            let r: RunRecord = serde_json::from_slice(
+                &fs::read(p).with_context(|| format!("read {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not a run record", p.display()))?;
+            if r.seed != seed || r.scenario != o.scenario.name || r.mode != Mode::Off {
+                bail!(
+                    "{} is not an off run of {} with seed {seed}",
+                    p.display(),
+                    o.scenario.name
+                );
+            }
+            Some(r)
+        }
+        _ => None,
+    };
+    let off = if reused.is_some() {
+        reused
+    } else if mode != Mode::Off && o.compare_off {
         eprintln!(
             "eval: {} in mode off (reference), seed {seed}",
             o.scenario.name

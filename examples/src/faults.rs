@@ -58,10 +58,10 @@ impl FaultKind {
     /// Default peak intensity (see the module table).
     pub fn default_intensity(self) -> f64 {
         match self {
-            FaultKind::CpuHog => 1.6,
+            FaultKind::CpuHog => 0.6,
             FaultKind::SlowDependency => 25.0,
-            FaultKind::LockContention => 0.97,
-            FaultKind::LoadSpike => 2.2,
+            FaultKind::LockContention => 0.99,
+            FaultKind::LoadSpike => 3.2,
             FaultKind::MemoryPressure => 400.0,
         }
     }

@@ -93,7 +93,7 @@ impl Topology {
             name: name.into(),
             work_ms: 0.3,
             pool: 1,
-            quota_pct: 20.0,
+            quota_pct: 12.0,
             ops: BTreeMap::new(),
         };
         let mut frontend = leaf("frontend");
@@ -109,7 +109,7 @@ impl Topology {
             .ops
             .insert("user".into(), calls(&[&["user-timeline/read"]]));
         let mut compose = leaf("compose-post");
-        compose.quota_pct = 30.0;
+        compose.quota_pct = 25.0;
         compose.ops.insert(
             "compose".into(),
             calls(&[
@@ -126,16 +126,18 @@ impl Topology {
             ]),
         );
         let mut home = leaf("home-timeline");
+        home.quota_pct = 20.0;
         home.ops
             .insert("write".into(), calls(&[&["social-graph/followers"]]));
         home.ops
             .insert("read".into(), calls(&[&["post-storage/read"]]));
         let mut user_tl = leaf("user-timeline");
+        user_tl.quota_pct = 15.0;
         user_tl
             .ops
             .insert("read".into(), calls(&[&["post-storage/read"]]));
         let mut storage = leaf("post-storage");
-        storage.quota_pct = 30.0;
+        storage.quota_pct = 25.0;
         Self {
             services: vec![
                 frontend,

@@ -56,6 +56,15 @@ enum Cmd {
         /// Do not use cgroups even where available.
         #[arg(long)]
         no_cgroups: bool,
+        /// Reuse the `run.json` of an earlier `off` run of the same scenario and seed as the
+        /// reference instead of running `off` again.
+        #[arg(long)]
+        off_run: Option<PathBuf>,
+    },
+    /// Print a scenario's fault schedule (after generation) as JSON, without running anything.
+    Plan {
+        /// Scenario file (TOML).
+        scenario: PathBuf,
     },
     /// One live run of the demo scenario with the terminal view, then the summary and report.
     Demo {
@@ -167,6 +176,7 @@ fn real_main(cli: Cli) -> Result<()> {
             no_compare,
             live,
             no_cgroups,
+            off_run,
         } => {
             let sc = Scenario::load(&scenario)?;
             let m = mode.unwrap_or(sc.mode);
@@ -182,10 +192,33 @@ fn real_main(cli: Cli) -> Result<()> {
                 live,
                 cgroups: !no_cgroups,
                 exe: std::env::current_exe()?,
+                off_run,
             };
             let res = runtime(2)?.block_on(eval::run(opts))?;
             eprintln!("eval: report in {}", res.dir.join("report.html").display());
             println!("{}", serde_json::to_string_pretty(&res.summary)?);
+            Ok(())
+        }
+        Cmd::Plan { scenario } => {
+            let sc = Scenario::load(&scenario)?;
+            let topo =
+                seer_examples::topology::Topology::social_network().with_overrides(&sc.topology)?;
+            let schedule = sc.schedule(&topo.names());
+            let gradual = schedule
+                .iter()
+                .filter(|f| f.class == seer_examples::faults::FaultClass::Gradual)
+                .count();
+            eprintln!(
+                "{}: {} faults ({gradual} gradual, {} step), last ends at {:.0} s of {:.0} s; \
+                 load-spike culprit: {}",
+                sc.name,
+                schedule.len(),
+                schedule.len() - gradual,
+                schedule.last().map_or(0.0, |f| f.end_s()),
+                sc.duration_s,
+                topo.bottleneck(&sc.load, sc.load.profile.base_rate())
+            );
+            println!("{}", serde_json::to_string_pretty(&schedule)?);
             Ok(())
         }
         Cmd::Demo {
@@ -214,6 +247,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 live: true,
                 cgroups: true,
                 exe: std::env::current_exe()?,
+                off_run: None,
             };
             let res = runtime(2)?.block_on(eval::run(opts))?;
             eprintln!("\n==> summary");
