@@ -10,7 +10,7 @@
 //! | tick length (ms) | `--tick-ms` | `SEER_TICK_MS` | 100 |
 //! | watermark for late windows (ms) | `--watermark-ms` | `SEER_WATERMARK_MS` | 300 |
 //! | request body limit, decompressed (bytes) | `--max-body-bytes` | `SEER_MAX_BODY_BYTES` | 67108864 |
-//! | memory limit (MiB; 3/8 for queued ingest, 1/8 store cache) | `--memory-limit-mb` | `SEER_MEMORY_LIMIT_MB` | 512 |
+//! | memory limit (MiB; 1/4 for queued ingest, 1/8 store cache) | `--memory-limit-mb` | `SEER_MEMORY_LIMIT_MB` | 512 |
 //! | open connections | `--max-connections` | `SEER_MAX_CONNECTIONS` | 512 |
 //! | span retention by age (s) | `--retention-max-age-secs` | `SEER_RETENTION_MAX_AGE_SECS` | 86400 |
 //! | span retention by size (bytes) | `--retention-max-bytes` | `SEER_RETENTION_MAX_BYTES` | 1073741824 |

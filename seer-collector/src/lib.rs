@@ -136,10 +136,10 @@ impl Collector {
         let cfg = Arc::new(cfg);
         let metrics = Arc::new(Metrics::new());
         let memory = cfg.memory_limit_bytes();
-        // Of the memory limit: 3/8 for ingest bodies and queues, 1/8 for the store's cache; the
-        // rest covers connection buffers (max_connections x 64 KiB), the writer's batch and
-        // the aggregator.
-        let budget = ingest::budget::Budget::new(memory / 8 * 3, Arc::clone(&metrics));
+        // Of the memory limit: 1/4 for ingest bodies and queues, 1/8 for the store's cache; the
+        // rest covers connection buffers (max_connections x 64 KiB), the writer's batch (and its
+        // copy in the store transaction), the aggregator and the allocator's slack.
+        let budget = ingest::budget::Budget::new(memory / 4, Arc::clone(&metrics));
         let shared = Arc::new(Shared::default());
         let node: Arc<str> = Arc::from(cfg.node_name());
         let mut threads = Vec::new();
@@ -308,6 +308,7 @@ impl Collector {
             listener,
             app,
             cfg.max_connections,
+            Arc::clone(&metrics),
             shutdown_rx,
         ));
         pipeline::set_ready(&shared, true);

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
 
+use crate::internal_events::{Metrics, RequestRejected};
+
 use crate::pipeline::AppState;
 
 /// The full router: ingest routes (ingest token), API routes (admin token), health (open).
@@ -62,6 +64,68 @@ pub fn router(state: AppState) -> Router {
 /// Per-connection read buffer cap.
 pub const MAX_BUF: usize = 64 << 10;
 
+/// Connections over the cap answered 503 at once (more are closed unanswered).
+pub const MAX_SHED: usize = 4096;
+
+const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: text/plain\r\ncontent-length: 34\r\nconnection: close\r\n\r\ncollector overloaded, retry later\n";
+
+/// Answers a connection over the cap with a canned 503 + `Retry-After`: reads the request head
+/// (at most 16 KiB) into a stack buffer, answers, then reads and discards what the client still
+/// sends (at most 1 MiB) so that closing does not reset the connection before the client read
+/// the answer. At most 2 s in all.
+async fn shed(stream: tokio::net::TcpStream) {
+    async fn read_some(stream: &tokio::net::TcpStream, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            stream.readable().await.ok()?;
+            match stream.try_read(buf) {
+                Ok(0) => return None,
+                Ok(n) => return Some(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+    }
+    let work = async {
+        let mut buf = [0u8; 4096];
+        let mut tail = [0u8; 4];
+        let mut seen = 0usize;
+        // 1. The request head.
+        loop {
+            let n = read_some(&stream, &mut buf).await?;
+            seen += n;
+            let found = buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || {
+                let mut joined = [0u8; 7];
+                joined[..4].copy_from_slice(&tail);
+                let k = n.min(3);
+                joined[4..4 + k].copy_from_slice(&buf[..k]);
+                joined[..4 + k].windows(4).any(|w| w == b"\r\n\r\n")
+            };
+            if n >= 4 {
+                tail.copy_from_slice(&buf[n - 4..n]);
+            }
+            if found || seen > 16 << 10 {
+                break;
+            }
+        }
+        // 2. The answer.
+        let mut sent = 0;
+        while sent < SHED_RESPONSE.len() {
+            stream.writable().await.ok()?;
+            match stream.try_write(&SHED_RESPONSE[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+        // 3. Whatever body follows.
+        while seen < 1 << 20 {
+            seen += read_some(&stream, &mut buf).await?;
+        }
+        Some(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), work).await;
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true, then lets open connections finish
 /// their requests (at most 10 s).
 ///
@@ -72,18 +136,13 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     max_connections: usize,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let shed_permits = Arc::new(Semaphore::new(MAX_SHED));
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = async { let _ = shutdown.wait_for(|v| *v).await; } => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -95,6 +154,17 @@ pub async fn serve(
                 }
             },
             _ = async { let _ = shutdown.wait_for(|v| *v).await; } => break,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            // Over the connection cap: answer 503 without reading into memory.
+            if let Ok(p) = Arc::clone(&shed_permits).try_acquire_owned() {
+                RequestRejected { status: 503 }.emit(&metrics);
+                tokio::spawn(async move {
+                    shed(stream).await;
+                    drop(p);
+                });
+            }
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();

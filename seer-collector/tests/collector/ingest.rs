@@ -322,3 +322,27 @@ async fn bearer_tokens_are_enforced() {
     assert_eq!(get(h.addr, "/readyz").await.status, 200);
     h.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_get_503_with_retry_after() {
+    let h = start(|c| c.max_connections = 1).await;
+    // Hold the only slot with a request that never finishes its headers.
+    let hold = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    hold.writable().await.unwrap();
+    hold.try_write(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let good = request_of("s", vec![span([1; 16], 1, 0, 2, "GET /", now_ns(), 10)]).encode_to_vec();
+    let r = post(h.addr, "/v1/traces", PB, good.clone()).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["retry-after"], "1");
+    drop(hold);
+    // Once the slot is free, requests go through again.
+    assert!(
+        eventually(5, || async {
+            post(h.addr, "/v1/traces", PB, good.clone()).await.status == 200
+        })
+        .await
+    );
+    h.running.shutdown().await.unwrap();
+}
