@@ -254,7 +254,8 @@ impl<E: Exporter> ExportWorker<E> {
     fn drain(&mut self, anchor: &Anchor) -> usize {
         let recorder = self.recorder;
         let mut total = 0;
-        loop {
+        // A few passes at most, so that sustained load cannot keep the worker from cutting ticks.
+        for _ in 0..4 {
             let n = recorder
                 .inner
                 .rings
