@@ -11,7 +11,7 @@
 //! | watermark for late windows (ms) | `--watermark-ms` | `SEER_WATERMARK_MS` | 300 |
 //! | request body limit, decompressed (bytes) | `--max-body-bytes` | `SEER_MAX_BODY_BYTES` | 67108864 |
 //! | memory limit (MiB; 1/4 for queued ingest, 1/8 store cache) | `--memory-limit-mb` | `SEER_MEMORY_LIMIT_MB` | 512 |
-//! | open connections | `--max-connections` | `SEER_MAX_CONNECTIONS` | 512 |
+//! | open connections (more get 503) | `--max-connections` | `SEER_MAX_CONNECTIONS` | 256 |
 //! | span retention by age (s) | `--retention-max-age-secs` | `SEER_RETENTION_MAX_AGE_SECS` | 86400 |
 //! | span retention by size (bytes) | `--retention-max-bytes` | `SEER_RETENTION_MAX_BYTES` | 1073741824 |
 //! | webhook URLs (repeat / comma list) | `--webhook` | `SEER_WEBHOOKS` | none |
@@ -126,7 +126,7 @@ pub struct Config {
     pub memory_limit_mb: u64,
     /// Most services tracked at once (more are dropped and counted).
     pub max_services: usize,
-    /// Most open client connections (more wait in the accept backlog).
+    /// Most open client connections (more are answered 503 at once).
     pub max_connections: usize,
     /// Retention.
     pub retention: RetentionConfig,
@@ -163,7 +163,7 @@ impl Default for Config {
             max_body_bytes: 64 << 20,
             memory_limit_mb: 512,
             max_services: 1024,
-            max_connections: 512,
+            max_connections: 256,
             retention: RetentionConfig::default(),
             qos: Vec::new(),
             episode_gap_ticks: 5,
@@ -218,7 +218,7 @@ pub struct Overrides {
     /// Memory budget for bodies and queued spans, MiB; beyond it ingest answers 503 [default: 512].
     #[arg(long, env = "SEER_MEMORY_LIMIT_MB", value_name = "MIB")]
     pub memory_limit_mb: Option<u64>,
-    /// Most open client connections; more wait in the accept backlog [default: 512].
+    /// Most open client connections; more are answered 503 at once [default: 256].
     #[arg(long, env = "SEER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Delete stored data older than this, seconds [default: 86400].

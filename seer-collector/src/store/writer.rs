@@ -140,7 +140,7 @@ fn now_ns() -> u64 {
 }
 
 const MAX_DRAIN: usize = 8192;
-const MAX_DRAIN_BYTES: usize = 16 << 20;
+const MAX_DRAIN_BYTES: usize = 8 << 20;
 
 fn run(
     store: &Store,
