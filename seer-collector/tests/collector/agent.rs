@@ -61,7 +61,7 @@ async fn agent_forwards_windows_spans_and_node_samples() {
         200
     );
     assert!(
-        eventually(5, || async {
+        eventually(20, || async {
             let s = get(central.addr, "/v1/services").await.json();
             s["services"].as_array().is_some_and(|a| {
                 a.iter()
@@ -71,7 +71,7 @@ async fn agent_forwards_windows_spans_and_node_samples() {
         .await
     );
     assert!(
-        eventually(5, || async {
+        eventually(20, || async {
             let n = get(central.addr, "/v1/nodes?node=node-a&from=-1m")
                 .await
                 .json();

@@ -339,7 +339,7 @@ async fn connections_over_the_cap_get_503_with_retry_after() {
     drop(hold);
     // Once the slot is free, requests go through again.
     assert!(
-        eventually(5, || async {
+        eventually(20, || async {
             post(h.addr, "/v1/traces", PB, good.clone()).await.status == 200
         })
         .await

@@ -40,7 +40,7 @@ async fn sdk_exporter_end_to_end() {
         traces.push(trace);
     }
     // Keep the exporter running a few ticks so a window post brings advice back.
-    let got_advice = eventually(5, || async { recorder.advice().is_some() }).await;
+    let got_advice = eventually(20, || async { recorder.advice().is_some() }).await;
     tokio::task::spawn_blocking(move || handle.shutdown(Duration::from_secs(3)).unwrap())
         .await
         .unwrap();
@@ -55,7 +55,7 @@ async fn sdk_exporter_end_to_end() {
         );
     }
     assert!(
-        eventually(5, || async {
+        eventually(20, || async {
             let w = get(h.addr, "/v1/windows?service=checkout&from=-1m")
                 .await
                 .json();
