@@ -367,6 +367,7 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
     };
     let live = tokio::spawn(live_view(
         opts.live,
+        collector.clone(),
         sc.clone(),
         opts.mode,
         services.clone(),
@@ -487,10 +488,8 @@ fn build_record(
 pub fn collector_config(sc: &Scenario) -> String {
     let mut s = String::new();
     s.push_str(&format!("episode_gap_ticks = {}\n", sc.qos.merge_gap_ticks));
-    // Advice is stamped with its tick's start and reaches services after the 300 ms watermark
-    // plus the prediction: hold it for 8 ticks so that it is still valid when it arrives.
     s.push_str(&format!(
-        "\n[advice]\nthreshold = {:.2}\nttl_ticks = 8\n",
+        "\n[advice]\nthreshold = {:.2}\n",
         sc.control.risk_threshold
     ));
     for m in &sc.load.mix {
@@ -871,8 +870,10 @@ async fn actuate(
 
 /// Prints, once a second: p99 against the QoS target, throughput, the shed fraction, active
 /// faults, per-service risk and the named culprits with their resource.
+#[allow(clippy::too_many_arguments)]
 async fn live_view(
     enabled: bool,
+    collector: Option<JsonClient>,
     sc: Scenario,
     mode: Mode,
     services: Vec<String>,
@@ -963,6 +964,35 @@ async fn live_view(
                 }
             }
             None => out.push_str("  collector: no predictions yet\n"),
+        }
+        if let Some(c) = &collector
+            && let Ok(v) = c.get("/v1/alerts?open=true&limit=5").await
+        {
+            let alerts = v
+                .get("alerts")
+                .and_then(|a| a.as_array())
+                .cloned()
+                .unwrap_or_default();
+            for a in alerts.iter().take(5) {
+                let field = |k: &str| a.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+                out.push_str(&format!(
+                    "  ALERT {}{} resource {} risk {:.2}: {}\n",
+                    field("service"),
+                    if a.get("culprit").and_then(serde_json::Value::as_bool) == Some(true) {
+                        " (culprit)"
+                    } else {
+                        ""
+                    },
+                    field("resource"),
+                    a.get("risk")
+                        .and_then(serde_json::Value::as_f64)
+                        .unwrap_or(0.0),
+                    field("action"),
+                ));
+            }
+            if alerts.is_empty() {
+                out.push_str("  alerts: none open\n");
+            }
         }
         if let Some(a) = acts.iter().rev().find(|a| a.end_s.is_none()) {
             out.push_str(&format!(
