@@ -240,7 +240,6 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
             .arg(&cfg_path)
             .arg("--tick-ms")
             .arg(sc.tick_ms.to_string())
-            .env("SEER_TORCH_THREADS", "1")
             .env("OMP_NUM_THREADS", "1")
             .env("RUST_LOG", "warn")
             .stdout(log_file(&logs, "collector"))

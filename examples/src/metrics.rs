@@ -393,6 +393,93 @@ mod tests {
         assert_eq!(runs(&f, 2), vec![(1, 4), (8, 8)]);
     }
 
+    use crate::faults::{FaultKind, GroundTruth};
+    use crate::harness::{TickPred, TickRow};
+    use crate::scenario::Mode;
+
+    fn record(viol: &[(usize, usize)], named: &[(usize, usize, &str)], n: usize) -> RunRecord {
+        let ticks = (0..n)
+            .map(|i| TickRow {
+                sent: 10,
+                ok: 9,
+                shed: 1,
+                errors: 0,
+                timeouts: 0,
+                window_p_ms: Some(if viol.iter().any(|(a, b)| (*a..=*b).contains(&i)) {
+                    200.0
+                } else {
+                    10.0
+                }),
+            })
+            .collect();
+        let preds = (0..n)
+            .map(|i| {
+                Some(TickPred {
+                    risks: vec![],
+                    named: named
+                        .iter()
+                        .filter(|(a, b, _)| (*a..=*b).contains(&i))
+                        .map(|(_, _, s)| ((*s).to_string(), "cpu".to_string()))
+                        .collect(),
+                    mode: "fallback".into(),
+                })
+            })
+            .collect();
+        RunRecord {
+            scenario: "t".into(),
+            mode: Mode::Off,
+            seed: 1,
+            tick_ms: 100,
+            duration_s: n as f64 / 10.0,
+            qos_percentile: 99.0,
+            qos_target_ms: 100.0,
+            qos_window_ticks: 10,
+            cgroups: true,
+            collector: true,
+            services: vec!["text".into(), "user".into()],
+            ticks,
+            p_ms: Some(50.0),
+            preds,
+            faults: vec![GroundTruth {
+                id: 0,
+                service: "text".into(),
+                resource: "cpu".into(),
+                class: FaultClass::Gradual,
+                kind: FaultKind::CpuHog,
+                start_unix_ns: 0,
+                end_unix_ns: 0,
+                start_s: 10.0,
+                end_s: 30.0,
+            }],
+            actuations: vec![],
+            service_states: Default::default(),
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn gradual_fault_detected_ahead_and_avoided() {
+        // Off: violation from tick 200 (10 s after the fault's start). Controlled: the culprit is
+        // named from tick 150 and no violation follows.
+        let off = record(&[(200, 260)], &[(150, 260, "text")], 500);
+        let on = record(&[], &[(150, 180, "text"), (400, 405, "user")], 500);
+        let (s, evals) = summarize(&on, Some(&off), 10);
+        assert_eq!(evals[0].ref_violation_tick, Some(100));
+        assert_eq!(evals[0].lead_ticks, Some(50));
+        assert_eq!(s.gradual.detection_rate, Some(1.0));
+        assert_eq!(s.gradual.lead_time_ticks.p50, Some(50.0));
+        assert_eq!(s.gradual.avoided_fraction, Some(1.0));
+        assert_eq!(s.culprit_accuracy, Some(1.0));
+        assert_eq!(s.resource_accuracy, Some(1.0));
+        // One true alarm (in the fault's window), one false (tick 400, no fault, no episode).
+        assert_eq!(s.precision, Some(0.5));
+        assert_eq!(s.episodes, 0);
+        assert!((s.shed_fraction - 0.1).abs() < 1e-9);
+        let (off_s, _) = summarize(&off, None, 10);
+        assert_eq!(off_s.episodes, 1);
+        assert_eq!(off_s.gradual.avoided_fraction, None);
+    }
+
     #[test]
     fn quantiles() {
         let mut v = vec![3.0, 1.0, 2.0];

@@ -542,3 +542,48 @@ impl FaultGenerator {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_scenarios_load_and_generate_reproducibly() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let services: Vec<String> = crate::topology::Topology::social_network().names();
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().and_then(|x| x.to_str()) != Some("toml") {
+                continue;
+            }
+            let s = Scenario::load(&p).unwrap();
+            let a = s.schedule(&services);
+            assert_eq!(a, s.schedule(&services), "{}", p.display());
+            assert!(!a.is_empty(), "{} has no faults", p.display());
+            assert!(a.iter().all(|f| f.end_s() <= s.duration_s));
+            n += 1;
+        }
+        assert!(n >= 5);
+    }
+
+    #[test]
+    fn rate_profiles() {
+        let r = RateProfile::Ramp {
+            from_rps: 100.0,
+            to_rps: 200.0,
+            start_s: 10.0,
+            end_s: 20.0,
+        };
+        assert_eq!(r.rate_at(0.0), 100.0);
+        assert_eq!(r.rate_at(15.0), 150.0);
+        assert_eq!(r.rate_at(30.0), 200.0);
+        let s = RateProfile::Steps {
+            steps: vec![(0.0, 50.0), (10.0, 80.0)],
+        };
+        assert_eq!(s.rate_at(5.0), 50.0);
+        assert_eq!(s.rate_at(12.0), 80.0);
+        assert!("seer-both".parse::<Mode>().is_ok());
+        assert!("nope".parse::<Mode>().is_err());
+    }
+}
