@@ -440,6 +440,61 @@ mod tests {
     }
 
     #[test]
+    fn rates_from_a_fake_proc_and_missing_files_are_unsupported() {
+        struct NoPmu;
+        impl CounterSource for NoPmu {
+            fn probe(&mut self) -> Vec<(&'static str, Result<(), String>)> {
+                vec![("cycles", Err("no PMU".into()))]
+            }
+            fn read(&mut self) -> Vec<(&'static str, Option<u64>)> {
+                Vec::new()
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("pressure")).unwrap();
+        let write = |busy: u64, idle: u64, steal: u64, psi_us: u64| {
+            std::fs::write(
+                root.join("stat"),
+                format!("cpu  {busy} 0 0 {idle} 0 0 0 {steal} 0 0\nctxt 100\n"),
+            )
+            .unwrap();
+            std::fs::write(
+                root.join("pressure/cpu"),
+                format!("some avg10=0.00 avg60=0.00 avg300=0.00 total={psi_us}\n"),
+            )
+            .unwrap();
+        };
+        write(100, 100, 0, 0);
+        let mut s = Sampler::with_roots("n".into(), Box::new(NoPmu), root, root);
+        assert!(s.report().unsupported().contains(&"psi_io"));
+        assert!(s.report().supported().contains(&"psi_cpu"));
+        s.sample(1, &HashMap::new());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // +60 busy, +20 idle, +20 steal ticks; PSI cpu stalled for 25 ms.
+        write(160, 120, 20, 25_000);
+        let f = s.sample(2, &HashMap::new()).features;
+        let busy = f[col("cpu_busy_frac")].unwrap();
+        assert!((busy - 0.8).abs() < 1e-6, "{busy}");
+        assert!((f[col("cpu_steal_frac")].unwrap() - 0.2).abs() < 1e-6);
+        let psi = f[col("psi_cpu_some")].unwrap();
+        assert!(psi > 0.0 && psi <= 0.5, "{psi}");
+        for missing in [
+            "psi_io_some",
+            "psi_memory_some",
+            "disk_await_ms",
+            "net_drops_per_s",
+            "ipc",
+        ] {
+            assert_eq!(
+                f[col(missing)],
+                None,
+                "{missing} must be unsupported, not 0"
+            );
+        }
+    }
+
+    #[test]
     fn per_service_schedstat_of_this_process() {
         let mut s = Sampler::new("n1".into(), Box::new(perf::PerfSource::new()));
         let mut targets = HashMap::new();
