@@ -248,19 +248,29 @@ fn main() {
     };
 
     // Warm up (interning, allocator, caches).
-    measure(&mut bare);
-    measure(&mut seer);
-    measure(&mut seer_no_ext);
-    measure(&mut trace);
-    measure(&mut otel);
+    let warm = std::env::var_os("LAYER_OVERHEAD_ONLY").is_none();
+    if warm {
+        measure(&mut bare);
+        measure(&mut seer);
+        measure(&mut seer_no_ext);
+        measure(&mut trace);
+        measure(&mut otel);
+    }
 
     let (mut b, mut s, mut sx, mut t, mut o) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut ds, mut dsx, mut dt, mut dot) = (vec![], vec![], vec![], vec![]);
     for round in 0..env_or("LAYER_OVERHEAD_ROUNDS", ROUNDS) {
         let mut r = [0.0f64; 5];
         // Rotate the order so no stack always runs first.
+        // LAYER_OVERHEAD_ONLY=<index> runs one stack (for instruction counts under callgrind).
+        let only: Option<usize> = std::env::var("LAYER_OVERHEAD_ONLY")
+            .ok()
+            .and_then(|v| v.parse().ok());
         for k in 0..5 {
             let i = (k + round) % 5;
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
             r[i] = match i {
                 0 => measure(&mut bare),
                 1 => measure(&mut seer),

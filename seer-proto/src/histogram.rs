@@ -47,6 +47,12 @@ impl Histogram {
         let _ = self.inner.record(ns.max(1));
     }
 
+    /// Records `count` occurrences of one value in nanoseconds (0 is recorded as 1).
+    pub fn record_ns_n(&mut self, ns: u64, count: u64) {
+        // Auto-resize makes `record_n` infallible for any u64 >= 1.
+        let _ = self.inner.record_n(ns.max(1), count);
+    }
+
     /// Merges another histogram into this one.
     ///
     /// # Errors

@@ -64,6 +64,54 @@ impl GaugeStat {
     }
 }
 
+/// Counts in the bucket layout of the wire [`Histogram`] (HDR, 2 significant digits: 256
+/// sub-buckets per power of two), so that recording a value on the worker costs a few
+/// instructions and the HDR histogram, built once per tick, is exactly what recording each
+/// value into it would have given.
+#[derive(Debug, Default)]
+pub(crate) struct FastHist {
+    counts: Vec<u64>,
+}
+
+impl FastHist {
+    #[inline]
+    fn index(v: u64) -> usize {
+        let v = v.max(1);
+        if v < 256 {
+            return v as usize;
+        }
+        let shift = 63 - v.leading_zeros() - 7; // v >> shift is in 128..=255
+        (shift as usize) * 128 + (v >> shift) as usize
+    }
+
+    fn lowest_value(i: usize) -> u64 {
+        if i < 256 {
+            return i as u64;
+        }
+        let shift = i / 128 - 1;
+        ((i - shift * 128) as u64) << shift
+    }
+
+    #[inline]
+    pub(crate) fn record(&mut self, v: u64) {
+        let i = Self::index(v);
+        if i >= self.counts.len() {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += 1;
+    }
+
+    pub(crate) fn to_histogram(&self) -> Histogram {
+        let mut h = Histogram::new_latency();
+        for (i, &c) in self.counts.iter().enumerate() {
+            if c > 0 {
+                h.record_ns_n(Self::lowest_value(i), c);
+            }
+        }
+        h
+    }
+}
+
 #[derive(Debug, Default)]
 struct EpAgg {
     completions: u64,
@@ -73,9 +121,9 @@ struct EpAgg {
     inflight: GaugeStat,
     local: GaugeStat,
     queue: GaugeStat,
-    latency: Histogram,
-    self_latency: Histogram,
-    queue_wait: Histogram,
+    latency: FastHist,
+    self_latency: FastHist,
+    queue_wait: FastHist,
 }
 
 #[derive(Debug)]
@@ -183,10 +231,9 @@ impl WindowCutter {
             ep.errors += 1;
         }
         let dur = crate::clock::nanos_between(rec.start, rec.end);
-        ep.latency.record_ns(dur);
-        ep.self_latency
-            .record_ns(dur.saturating_sub(rec.blocked_ns));
-        ep.queue_wait.record_ns(rec.queue_wait_ns);
+        ep.latency.record(dur);
+        ep.self_latency.record(dur.saturating_sub(rec.blocked_ns));
+        ep.queue_wait.record(rec.queue_wait_ns);
     }
 
     /// Adds a reading of the live gauges at `now_unix_ns`.
@@ -267,8 +314,9 @@ impl WindowCutter {
             .map(|(id, ep)| {
                 sample.completions += ep.completions;
                 sample.errors += ep.errors;
-                lat_weighted += ep.latency.mean_ns() * ep.completions as f64;
-                sample.p99_latency_ns = sample.p99_latency_ns.max(ep.latency.quantile_ns(0.99));
+                let latency = ep.latency.to_histogram();
+                lat_weighted += latency.mean_ns() * ep.completions as f64;
+                sample.p99_latency_ns = sample.p99_latency_ns.max(latency.quantile_ns(0.99));
                 let w = EndpointWindow {
                     endpoint: String::new(),
                     arrivals: arrivals.get(&id).copied().unwrap_or(0),
@@ -282,9 +330,9 @@ impl WindowCutter {
                     local_inflight_max: ep.local.max(),
                     queue_depth_mean: ep.queue.mean(),
                     queue_depth_max: ep.queue.max(),
-                    latency: ep.latency.encode(),
-                    self_latency: ep.self_latency.encode(),
-                    queue_wait: ep.queue_wait.encode(),
+                    latency: latency.encode(),
+                    self_latency: ep.self_latency.to_histogram().encode(),
+                    queue_wait: ep.queue_wait.to_histogram().encode(),
                 };
                 (id, w)
             })
@@ -398,6 +446,26 @@ mod tests {
             if let (Some(first), Some(min_add)) = (ticks.first(), min_tick_of_add.iter().min()) {
                 prop_assert!(first >= min_add || *first == *min_add);
             }
+        }
+    }
+
+    proptest! {
+        /// The fast buckets give exactly the HDR histogram of recording each value.
+        #[test]
+        fn fast_hist_matches_hdr(values in proptest::collection::vec(
+            prop_oneof![0u64..300, 0u64..100_000, 0u64..10_000_000_000, any::<u64>()], 1..200)) {
+            let mut fast = FastHist::default();
+            let mut hdr = Histogram::new_latency();
+            for &v in &values {
+                fast.record(v);
+                hdr.record_ns(v);
+            }
+            let got = fast.to_histogram();
+            prop_assert_eq!(got.count(), hdr.count());
+            for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+                prop_assert_eq!(got.quantile_ns(q), hdr.quantile_ns(q));
+            }
+            prop_assert_eq!(got.max_ns(), hdr.max_ns());
         }
     }
 
