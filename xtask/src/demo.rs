@@ -99,6 +99,7 @@ pub(crate) fn eval(
     mode: Option<String>,
     seed: Option<u64>,
     out: Option<PathBuf>,
+    off_run: Option<PathBuf>,
 ) -> Result<()> {
     let scenario = absolute(scenario)?;
     let (harness, collector) = build()?;
@@ -129,6 +130,9 @@ pub(crate) fn eval(
     }
     if let Some(s) = seed {
         cmd.args(["--seed", &s.to_string()]);
+    }
+    if let Some(o) = off_run {
+        cmd.arg("--off-run").arg(absolute(&o)?);
     }
     run_harness(&mut cmd)
 }

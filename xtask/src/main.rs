@@ -62,6 +62,10 @@ enum Cmd {
         /// Output folder (default: target/seer-eval/<scenario>-<mode>-<seed>-<time>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Reuse an earlier `off` run (the `run.json` in its `off` folder) of the
+        /// same scenario and seed instead of running `off` again.
+        #[arg(long)]
+        off_run: Option<PathBuf>,
     },
     /// The model's offline quality check: a seeded simulation streamed through online training
     /// and prediction, scored against the reactive baseline; prints JSON.
@@ -69,7 +73,7 @@ enum Cmd {
         /// Seed of the simulation and the model.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Faults per class (default 60).
+        /// Faults per class (default 40).
         #[arg(long)]
         faults: Option<usize>,
     },
@@ -88,7 +92,8 @@ fn main() {
             mode,
             seed,
             out,
-        } => demo::eval(&scenario, mode, seed, out),
+            off_run,
+        } => demo::eval(&scenario, mode, seed, out, off_run),
         Cmd::ModelEval { seed, faults } => model_eval::run(seed, faults),
     };
     if let Err(err) = result {
