@@ -3,6 +3,8 @@
 //! - `model.infer_ms`: median `ModelHandle::observe` for one tick of 64 services with a 30-tick
 //!   window (conv, LSTM, neighbour mix, heads, smoothing and diagnosis, plus the channel round
 //!   trip). Target: at most 1 ms.
+//! - `model.infer_thread_ms`: the same prediction timed on the model thread alone, without the
+//!   channel round trip and thread wake-up (which dominate on a loaded machine).
 //! - `model.train_step_ms`: median training step on a batch of 64 service windows (one tick of
 //!   64 services, W = 30), Adam, one thread. Target: at most 20 ms.
 //!
@@ -32,6 +34,7 @@ fn main() {
         "model": {
             "infer_ms": bench.infer_ms,
             "train_step_ms": bench.train_step_ms,
+            "infer_thread_ms": bench.infer_thread_ms,
             "parameters": bench.parameters,
             "infer_target_ms": 1.0,
             "train_step_target_ms": 20.0,

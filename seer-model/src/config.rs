@@ -28,7 +28,7 @@ pub const DEFAULT_FEATURES: &[&str] = &[
 /// | `lstm_hidden` | 48 | LSTM state width |
 /// | `embed` | 32 | per-service embedding width after the neighbour mix |
 /// | `threads` | 1 | libtorch intra-op threads |
-/// | `learning_rate` | 2e-3 | Adam |
+/// | `learning_rate` | 2e-3 | Adam, decayed as `1 / sqrt(1 + steps / 2000)` |
 /// | `batch_ticks` | 8 | ticks per training batch (all their services are the batch) |
 /// | `train_every` | 2 | one training step per this many observed ticks |
 /// | `replay_capacity` | 4096 | matured samples kept per class (violation / healthy) |

@@ -1,23 +1,23 @@
 //! Model input: one tick of per-service features, online normalisation, and the frame history
 //! that windows are cut from.
 //!
-//! Each feature value `v` goes through three steps:
+//! Each feature value `v` goes through these steps:
 //!
 //! 1. `ln(1 + max(v, 0))`: queues and latencies are heavy-tailed and non-negative.
-//! 2. A running mean and variance per feature (over all services; exponentially weighted with
-//!    weight `max(1/n, 1e-3)`, updates winsorised at 3 sd), giving `z`, clipped to `[-8, 8]`.
-//! 3. The same value relative to the other services in this tick: `z - median(z of all present
-//!    services)`. A machine-wide stall raises every service's queue at once and cancels here;
-//!    a service whose own queue grows alone stands out.
+//! 2. A running mean and variance per feature over all services (exponentially weighted with
+//!    weight `max(1/n, 1e-3)`; values beyond 4 sd are left out of the update, so a long fault
+//!    does not inflate the healthy variance), giving `z`, clipped to `[-8, 8]`.
+//! 3. The deviation `d` of `z` from the service's own slow baseline (an exponentially weighted
+//!    mean of its `z`, time constant about 500 ticks, leaving out ticks more than 2 units off): a
+//!    service whose queue creeps up stands out against its own normal, whatever that normal is.
+//!    `d` carries no service identity, so the shared weights cannot learn "service X is risky".
+//! 4. That deviation relative to the other services in the same tick: `d - median(d)`. A
+//!    machine-wide stall raises every service's queue at once and cancels here; a service whose
+//!    own queue grows alone stands out.
 //!
-//! 4. The same value relative to the service's own slow baseline (an exponentially weighted mean
-//!    of its `z` with a time constant of about 500 ticks, moving at most one unit per tick): a
-//!    service whose queue creeps up stands out against its own normal, whatever its normal is.
-//!
-//! Each tick row thus holds `3F + 1` channels: `F` online-normalised values, `F` relative to the
-//! other services, `F` relative to the service's own baseline, and a presence flag (0 for ticks
-//! in the window before the service existed). Missing values (`NaN`) and features absent from the
-//! tick read as the running mean.
+//! Each tick row thus holds `3F + 1` channels: `F` values `z`, `F` relative deviations, `F` own
+//! deviations `d`, and a presence flag (0 for ticks in the window before the service existed).
+//! Missing values (`NaN`) and features absent from the tick read as the running mean.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -64,24 +64,21 @@ pub(crate) struct Running {
 
 const MIN_WEIGHT: f64 = 1e-3;
 const CLIP: f32 = 8.0;
-/// Updates are winsorised at this many standard deviations once the statistics have settled,
-/// so a long fault does not drag the healthy mean and variance with it.
-const WINSOR: f64 = 3.0;
+/// Values further than this many standard deviations from the mean are left out of the update
+/// once the statistics have settled, so a long fault does not inflate the healthy variance.
+const WINSOR: f64 = 4.0;
 /// Weight of a new tick in a service's own baseline (time constant of about 50 s).
 const OWN_WEIGHT: f32 = 2e-3;
-/// A service's own baseline moves by at most this much (in z units) per tick.
-const OWN_CLAMP: f32 = 1.0;
+/// Deviations (in z units) beyond which a tick is left out of a service's own baseline.
+const OWN_SKIP: f32 = 2.0;
 /// Services not seen for this many ticks are forgotten by the normaliser.
 const FORGET_TICKS: u64 = 100_000;
 
 impl Running {
     pub(crate) fn update(&mut self, x: f64) {
-        let x = if self.n > 100 {
-            let sd = self.var.sqrt();
-            x.clamp(self.mean - WINSOR * sd, self.mean + WINSOR * sd)
-        } else {
-            x
-        };
+        if self.n > 100 && (x - self.mean).abs() > WINSOR * (self.var + 1e-4).sqrt() {
+            return;
+        }
         self.n += 1;
         let w = (1.0 / self.n as f64).max(MIN_WEIGHT);
         let d = x - self.mean;
@@ -179,9 +176,13 @@ impl Normaliser {
                 if !present[i * f + j] {
                     continue;
                 }
-                let z = row[j];
-                row[2 * f + j] = z - own.mean[j];
-                own.mean[j] += w * (z - own.mean[j]).clamp(-OWN_CLAMP, OWN_CLAMP);
+                let d = row[j] - own.mean[j];
+                row[2 * f + j] = d;
+                // Far-off values (a fault under way) are left out, so a long fault does not drag
+                // the service's normal with it and leave it looking odd once the fault is over.
+                if d.abs() <= OWN_SKIP || own.n < 50 {
+                    own.mean[j] += w * d;
+                }
             }
         }
         // That deviation relative to the other services' (machine-wide rises cancel).

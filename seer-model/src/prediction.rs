@@ -93,6 +93,8 @@ pub struct ModelStatus {
     pub last_loss: Option<f32>,
     /// Mean duration of recent training steps, ms.
     pub train_step_ms: Option<f32>,
+    /// Mean duration of recent predictions on the model thread (one tick, all services), ms.
+    pub infer_ms: Option<f32>,
     /// Why the checkpoint at start was rejected (the model then started fresh), or why the last
     /// save failed.
     pub checkpoint_error: Option<String>,

@@ -60,7 +60,7 @@ pub struct EvalConfig {
 }
 
 impl EvalConfig {
-    /// The default evaluation for `seed`: 60 faults per class, default model with a 50-tick
+    /// The default evaluation for `seed`: 40 faults per class, default model with a 50-tick
     /// horizon, 40% warm-up.
     pub fn new(seed: u64) -> Self {
         EvalConfig {
@@ -266,6 +266,8 @@ pub struct Speed {
     pub infer_ms: f64,
     /// Median training step, ms.
     pub train_step_ms: f64,
+    /// Mean prediction time on the model thread alone (without the channel round trip), ms.
+    pub infer_thread_ms: f64,
     /// Trainable parameters.
     pub parameters: usize,
 }
@@ -329,7 +331,9 @@ pub fn speed(
         }
         train.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
+    let status = model.status()?;
     Ok(Speed {
+        infer_thread_ms: f64::from(status.infer_ms.unwrap_or(0.0)),
         infer_ms: median(&mut infer),
         train_step_ms: median(&mut train),
         parameters: model.parameters()?,

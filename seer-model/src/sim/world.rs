@@ -135,7 +135,7 @@ impl Default for WorldConfig {
     fn default() -> Self {
         WorldConfig {
             seed: 1,
-            faults_per_class: 60,
+            faults_per_class: 40,
             entry_rate: 30.0,
             target_ms: 100.0,
         }
@@ -188,13 +188,15 @@ pub struct SimTick {
 /// Per 100 ms tick, each service receives Poisson arrivals (the entry rate times its visits per
 /// request, with a slow diurnal swing and benign load bursts), serves a Poisson number of them at
 /// its capacity (healthy utilisation 0.2-0.5), and carries the rest as backlog. Its measured own
-/// queue is the backlog plus the M/M/1 queue at its utilisation plus the spiky measurement noise
-/// seen live (per-tick queue mean about 0.13-0.27, sd about 0.8-1.9). Machine-wide stalls
-/// (0.3-0.5 s, every 20-60 s) cut every service's capacity at once and raise every run-queue
-/// wait. A fault cuts one service's capacity: gradually over 10-30 s (a growing hog, a quota
-/// lowered in four steps, or a slowing service), or at once (step). End-to-end latencies are
-/// sampled per request along the call tree (sum down a chain, max over a fan-out), and the QoS
-/// is their p99 over a 1 s sliding window against the target.
+/// queue is the backlog plus the M/M/2 queue at its utilisation plus the spiky measurement noise
+/// seen live (per-tick queue sd about 0.9-1.6, mean 0.2-0.6 with the M/M/2 queue included).
+/// Machine-wide stalls (0.3-0.5 s, every 20-60 s) cut every service's capacity to 70-85% at
+/// once and raise every run-queue wait; benign load bursts (+10-25% for 2-6 s, every 30-90 s)
+/// and a slow 10% swing of the entry rate raise every queue together. A fault cuts one service's
+/// capacity: gradually over 10-30 s (a growing hog, a quota lowered in four steps, or a slowing
+/// service), or at once (step). End-to-end latencies are sampled per request along the call tree
+/// (sum down a chain, max over a fan-out), and the QoS is their p99 over a 1 s sliding window
+/// against the target.
 #[derive(Debug)]
 pub struct World {
     cfg: WorldConfig,
@@ -378,7 +380,7 @@ impl World {
         let rng = &mut self.rng;
         if t == self.next_stall {
             self.stall_until = t + rng.random_range(3..=5);
-            self.stall_factor = rng.random_range(0.55..0.75);
+            self.stall_factor = rng.random_range(0.7..0.85);
             self.next_stall = t + rng.random_range(200..600);
         }
         if t == self.next_burst {
@@ -410,7 +412,6 @@ impl World {
         let mut wait_ms = vec![0.0; n];
         let mut self_p50 = vec![0.0; n];
         let mut self_p99 = vec![0.0; n];
-        let mut rhos = vec![0.0; n];
         for (i, s) in self.svcs.iter_mut().enumerate() {
             let own_fault = f_svc == Some(i);
             let cap_factor =
@@ -423,9 +424,8 @@ impl World {
             s.backlog = (s.backlog + arrivals - served).max(0.0);
             let backlog_avg = 0.5 * (before + s.backlog);
             let rho = (lambda / mu).min(0.97);
-            rhos[i] = lambda / mu;
             // Requests waiting for one of two workers (M/M/2).
-            let mm1_q = 2.0 * rho.powi(3) / (1.0 - rho * rho);
+            let mm2_q = 2.0 * rho.powi(3) / (1.0 - rho * rho);
             // Measurement spikes (GC pauses, scheduler hiccups), sometimes lasting two ticks.
             s.spike = if rng.random::<f64>() < s.spike_p {
                 s.spike_size * exp1(rng)
@@ -435,9 +435,9 @@ impl World {
                 0.0
             };
             let service_ms = 100.0 / mu;
-            let wait = backlog_avg / mu * 100.0 + service_ms * mm1_q / rho.max(0.05);
+            let wait = backlog_avg / mu * 100.0 + service_ms * mm2_q / rho.max(0.05);
             wait_ms[i] = wait;
-            let queue = backlog_avg + mm1_q + s.spike;
+            let queue = backlog_avg + mm2_q + s.spike;
             self_p50[i] = (wait + service_ms) * 0.69;
             self_p99[i] = (wait + service_ms) * 4.6 + s.spike * service_ms;
             let hog = own_fault && matches!(f_kind, Some(Kind::Hog));
@@ -525,7 +525,6 @@ impl World {
             (0.5 * exp1(rng)) as f32,
             (0.5 * exp1(rng)) as f32,
         ];
-        let _ = rhos;
         SimTick {
             tick: t,
             features,
