@@ -4,8 +4,9 @@
 //! - **violation tick**: the client-side windowed percentile (p99 over 1 s) exceeds the target;
 //!   **episode**: a maximal run of violation ticks, gaps shorter than `merge_gap_ticks` merged.
 //! - **named**: a tick where the collector names a culprit (a service flagged `culprit` with
-//!   risk at or above the threshold). An **alarm** is a maximal run of named ticks (gaps under
-//!   10 ticks merged). It is **true** when it overlaps a fault's window (start to end + 5 s) or
+//!   risk at or above the threshold) that it also named in the [`CONFIRM_TICKS`]` - 1` ticks
+//!   before (the actuator's confirmation; one-tick noise does not count). An **alarm** is a
+//!   maximal run of named ticks (gaps under 10 ticks merged). It is **true** when it overlaps a fault's window (start to end + 5 s) or
 //!   starts at most `HORIZON_TICKS` before a violation episode; precision is true / all alarms.
 //! - per fault, in its window: the first named tick and service (culprit accuracy: that service
 //!   is the injected one); the first tick naming the injected service (time to culprit); the
@@ -26,6 +27,8 @@ use crate::harness::RunRecord;
 pub const HORIZON_TICKS: usize = 50;
 /// Seconds after a fault's end that still belong to its window.
 pub const GRACE_S: f64 = 5.0;
+/// Ticks in a row a service must be named before it counts (filters one-tick noise).
+pub const CONFIRM_TICKS: usize = 3;
 
 /// The summary `cargo xtask eval` prints.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -145,11 +148,30 @@ fn runs(flags: &[bool], merge_gap: usize) -> Vec<(usize, usize)> {
     out
 }
 
-fn named(r: &RunRecord, i: usize) -> &[(String, String)] {
+fn raw_named(r: &RunRecord, i: usize) -> &[(String, String)] {
     r.preds
         .get(i)
         .and_then(|p| p.as_ref())
         .map_or(&[], |p| p.named.as_slice())
+}
+
+/// Per tick, the services named for [`CONFIRM_TICKS`] ticks in a row ending at that tick (the
+/// same confirmation the actuator waits for), with the resource named at that tick.
+fn confirmed(r: &RunRecord) -> Vec<Vec<(String, String)>> {
+    (0..r.ticks.len().max(r.preds.len()))
+        .map(|i| {
+            if i + 1 < CONFIRM_TICKS {
+                return Vec::new();
+            }
+            raw_named(r, i)
+                .iter()
+                .filter(|(s, _)| {
+                    (i + 1 - CONFIRM_TICKS..i).all(|j| raw_named(r, j).iter().any(|(n, _)| n == s))
+                })
+                .cloned()
+                .collect()
+        })
+        .collect()
 }
 
 fn quantile(v: &mut [f64], q: f64) -> Option<f64> {
@@ -179,6 +201,8 @@ pub fn evaluate_faults(r: &RunRecord, reference: &RunRecord) -> Vec<FaultEval> {
     let tick_s = r.tick_ms as f64 / 1000.0;
     let viol = violations(r);
     let ref_viol = violations(reference);
+    let conf = confirmed(r);
+    let named = |i: usize| conf.get(i).map_or(&[][..], Vec::as_slice);
     r.faults
         .iter()
         .map(|f| {
@@ -187,9 +211,9 @@ pub fn evaluate_faults(r: &RunRecord, reference: &RunRecord) -> Vec<FaultEval> {
             let window = s..e.max(s);
             let first_named = window
                 .clone()
-                .find_map(|i| named(r, i).first().map(|(n, _)| (i, n.clone())));
+                .find_map(|i| named(i).first().map(|(n, _)| (i, n.clone())));
             let culprit_tick = window.clone().find_map(|i| {
-                named(r, i)
+                named(i)
                     .iter()
                     .find(|(n, _)| n == &f.service)
                     .map(|(_, res)| (i, res.clone()))
@@ -200,7 +224,7 @@ pub fn evaluate_faults(r: &RunRecord, reference: &RunRecord) -> Vec<FaultEval> {
             // The first named tick before the reference violation (from the fault's start).
             let lead = ref_v.and_then(|v| {
                 (s..=v)
-                    .find(|i| !named(r, *i).is_empty())
+                    .find(|i| !named(*i).is_empty())
                     .map(|a| v as i64 - a as i64)
             });
             let vticks: Vec<usize> = window
@@ -241,8 +265,9 @@ pub fn summarize(
     let tick_s = r.tick_ms as f64 / 1000.0;
 
     // Alarms.
+    let conf = confirmed(r);
     let flags: Vec<bool> = (0..r.ticks.len())
-        .map(|i| !named(r, i).is_empty())
+        .map(|i| conf.get(i).is_some_and(|n| !n.is_empty()))
         .collect();
     let alarms = runs(&flags, 10);
     let has_preds = r.preds.iter().any(Option::is_some);
@@ -465,9 +490,10 @@ mod tests {
         let on = record(&[], &[(150, 180, "text"), (400, 405, "user")], 500);
         let (s, evals) = summarize(&on, Some(&off), 10);
         assert_eq!(evals[0].ref_violation_tick, Some(100));
-        assert_eq!(evals[0].lead_ticks, Some(50));
+        // Named from tick 150, confirmed (3 ticks in a row) at 152: 48 ticks ahead of tick 200.
+        assert_eq!(evals[0].lead_ticks, Some(48));
         assert_eq!(s.gradual.detection_rate, Some(1.0));
-        assert_eq!(s.gradual.lead_time_ticks.p50, Some(50.0));
+        assert_eq!(s.gradual.lead_time_ticks.p50, Some(48.0));
         assert_eq!(s.gradual.avoided_fraction, Some(1.0));
         assert_eq!(s.culprit_accuracy, Some(1.0));
         assert_eq!(s.resource_accuracy, Some(1.0));
