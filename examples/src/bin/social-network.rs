@@ -61,6 +61,20 @@ enum Cmd {
         #[arg(long)]
         off_run: Option<PathBuf>,
     },
+    /// Recompute the summary and report of finished runs from their `run.json` files.
+    Summarize {
+        /// The controlled run's `run.json`.
+        run: PathBuf,
+        /// The `off` run's `run.json` (for avoided fractions).
+        #[arg(long)]
+        off: Option<PathBuf>,
+        /// Episode merge gap, ticks.
+        #[arg(long, default_value_t = 10)]
+        merge_gap: usize,
+        /// Where to write `report.html` (default: next to the run).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Print a scenario's fault schedule (after generation) as JSON, without running anything.
     Plan {
         /// Scenario file (TOML).
@@ -197,6 +211,30 @@ fn real_main(cli: Cli) -> Result<()> {
             let res = runtime(2)?.block_on(eval::run(opts))?;
             eprintln!("eval: report in {}", res.dir.join("report.html").display());
             println!("{}", serde_json::to_string_pretty(&res.summary)?);
+            Ok(())
+        }
+        Cmd::Summarize {
+            run,
+            off,
+            merge_gap,
+            report,
+        } => {
+            let read = |p: &PathBuf| -> Result<seer_examples::harness::RunRecord> {
+                let bytes = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is not a run record", p.display()))
+            };
+            let r = read(&run)?;
+            let o = off.as_ref().map(read).transpose()?;
+            let (summary, faults) = seer_examples::metrics::summarize(&r, o.as_ref(), merge_gap);
+            let html = seer_examples::report::html(&r, o.as_ref(), &summary, &faults);
+            let dest = report.unwrap_or_else(|| {
+                run.parent()
+                    .map_or_else(|| PathBuf::from("report.html"), |d| d.join("report.html"))
+            });
+            std::fs::write(&dest, html)?;
+            eprintln!("report written to {}", dest.display());
+            println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }
         Cmd::Plan { scenario } => {
