@@ -42,6 +42,7 @@ fn serves_model_predictions_once_trained() {
         .with_min_train_steps(100)
         .with_min_positives(20)
         .with_score_window(200)
+        .with_smoothing(1.0)
         .with_seed(3);
     let mut predictor = ModelPredictor::new(config).expect("model starts");
     assert_eq!(predictor.name(), "cnn-lstm");

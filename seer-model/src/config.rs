@@ -34,7 +34,7 @@ pub const DEFAULT_FEATURES: &[&str] = &[
 /// | `replay_capacity` | 4096 | matured samples kept per class (violation / healthy) |
 /// | `positive_fraction` | 0.5 | share of violation samples in a batch (upsampling) |
 /// | `history` | 16384 ticks | normalised frames kept for replay windows |
-/// | `smoothing` | 0.5 | weight of a new tick in the exponentially smoothed risks |
+/// | `smoothing` | 0.3 | weight of a new tick in the exponentially smoothed risks |
 /// | `threshold` | 0.5 | risk at or above which a prediction is an alarm |
 /// | `score_window` | 3000 ticks | matured ticks behind the online precision / recall |
 /// | `min_train_steps` | 300 | steps before the model may leave learning mode |
@@ -87,7 +87,7 @@ impl Default for ModelConfig {
             replay_capacity: 4096,
             positive_fraction: 0.5,
             history: 16384,
-            smoothing: 0.5,
+            smoothing: 0.3,
             threshold: 0.5,
             score_window: 3000,
             min_train_steps: 300,

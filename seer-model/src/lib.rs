@@ -30,9 +30,10 @@
 //!
 //! # How it works
 //!
-//! - **Input** ([`features`](TickFeatures)): for every service, the last W ticks of its
-//!   configured features, each normalised online and relative to the other services in the same
-//!   tick (machine-wide stalls cancel), plus a presence flag.
+//! - **Input** ([`TickFeatures`]): for every service, the last W ticks of its configured
+//!   features, each normalised online, as a deviation from the service's own slow baseline, and
+//!   as that deviation relative to the other services in the same tick (machine-wide stalls
+//!   cancel), plus a presence flag.
 //! - **Network**: a strided two-layer 1-D convolution over time, an LSTM over the result, a skip
 //!   path from the last ticks, then a neighbour mix (mean of callee and of caller embeddings over
 //!   the call graph). Heads: per service, P(this service causes a violation within H); global,
@@ -41,9 +42,14 @@
 //! - **Training**: online, on the model thread, from a replay buffer with violation upsampling.
 //!   The label of tick t matures once the outcomes of t+1..=t+H are known: a violation in that
 //!   span, and the culprits named for it.
-//! - **Trust**: precision and recall of the model's own alarms on matured labels decide the
+//! - **Output**: risks smoothed over ticks (weight 0.3 per tick by default), so one noisy tick
+//!   does not raise an alarm.
+//! - **Trust**: precision and recall of the model's own alarms (highest service risk at or over
+//!   the threshold) on matured labels, tick by tick, decide the
 //!   [`Mode`]: learning until the model has earned its place, fallback whenever recent
-//!   precision drops below the floor.
+//!   precision (or recall) drops below its floor.
+//! - **Quality check**: [`sim`] streams a seeded queueing simulation through the model and a
+//!   reactive baseline (`cargo xtask model-eval [--seed N]`).
 //! - **Diagnosis** ([`Diagnoser`]): for flagged services, the most deviated resource against a
 //!   healthy baseline, with evidence and a recommended action.
 //! - **Checkpoints**: weights, normaliser and feature schema in one checksummed file written

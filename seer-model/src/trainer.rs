@@ -39,7 +39,8 @@ struct Pending {
     seq: u64,
     tick: u64,
     ids: Vec<u32>,
-    global: f32,
+    /// The alarm signal: the highest per-service risk.
+    alarm: f32,
 }
 
 /// The model thread's state.
@@ -223,7 +224,7 @@ impl Engine {
             seq,
             tick: input.tick,
             ids,
-            global,
+            alarm: risks.iter().copied().fold(0.0, f32::max),
         });
         self.observed += 1;
 
@@ -357,7 +358,7 @@ impl Engine {
                 }
             }
         }
-        self.score.record(p.global >= self.cfg.threshold, violation);
+        self.score.record(p.alarm >= self.cfg.threshold, violation);
         if p.seq + 1 < self.history.first() + self.cfg.window as u64 {
             return;
         }

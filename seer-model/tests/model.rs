@@ -15,6 +15,9 @@ fn tiny() -> ModelConfig {
         .with_batch_ticks(8)
         .with_history(2048)
         .with_learning_rate(1e-2)
+        // The toy's events are 24 ticks apart: no smoothing, so risks fall as soon as a queue
+        // drains.
+        .with_smoothing(1.0)
         .with_seed(7)
 }
 

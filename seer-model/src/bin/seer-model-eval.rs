@@ -21,6 +21,11 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Result<Option<T>, S
     }
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn describe(cfg: &EvalConfig) -> serde_json::Value {
     let mut world = World::new(cfg.world);
     let services = world.services();
@@ -32,10 +37,14 @@ fn describe(cfg: &EvalConfig) -> serde_json::Value {
     let mut healthy = 0u64;
     let mut violation = Vec::new();
     let mut outside = 0u64;
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
     for _ in 0..world.len() {
         let t = world.step();
         if t.fault.is_none() && !t.violation {
             healthy += 1;
+            p50.push(t.p50_ms);
+            p99.push(t.p99_ms);
             for i in 0..n {
                 let q = f64::from(t.features[i * width + 3]);
                 sum[i] += q;
@@ -81,6 +90,8 @@ fn describe(cfg: &EvalConfig) -> serde_json::Value {
         "faults": faults.len(),
         "faults_with_episode": with_episode,
         "episodes": eps.len(),
+        "healthy_e2e_p50_ms_median": median(&mut p50),
+        "healthy_e2e_p99_ms_median": median(&mut p99),
         "episodes_away_from_faults": quiet_episodes,
         "violation_ticks": violation.iter().filter(|v| **v).count(),
         "violation_ticks_away_from_faults": outside,

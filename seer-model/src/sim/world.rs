@@ -173,6 +173,8 @@ pub struct SimTick {
     pub node: Vec<f32>,
     /// End-to-end p99 over the last 1 s, ms.
     pub p99_ms: f64,
+    /// End-to-end median over the last 1 s, ms.
+    pub p50_ms: f64,
     /// The windowed p99 exceeded the target.
     pub violation: bool,
     /// The injected fault active in this tick, if any (index into [`World::faults`]).
@@ -530,6 +532,7 @@ impl World {
             features,
             node,
             p99_ms: p99,
+            p50_ms: window.get(window.len() / 2).copied().unwrap_or(0.0),
             violation: p99 > self.cfg.target_ms,
             fault,
             stall: stalled,
