@@ -1,19 +1,24 @@
-//! Per-thread lock-free record buffers.
+//! Per-thread lock-free record buffers and per-thread window accumulators.
 //!
 //! Every thread that records gets, per recorder, its own [`rtrb`] single-producer
-//! single-consumer ring. The consumer end is registered with the recorder (a mutex taken once per
-//! thread, at registration, and by the exporter when it drains), so the hot path is one
-//! thread-local lookup and one wait-free push. A full ring drops the record and the caller counts
-//! it; nothing ever blocks. Rings of exited threads are drained and then removed.
+//! single-consumer ring for the spans kept for export, and its own window accumulator. The
+//! consumer ends are registered with the recorder (a mutex taken once per thread, at
+//! registration, and by the exporter when it collects), so the hot path is a thread-local
+//! lookup, an uncontended try-lock of its own accumulator (if the exporter happens to be
+//! collecting it at that instant, the record goes through the ring instead: nothing ever waits)
+//! and, for kept spans, one wait-free push. A full ring drops the span and the caller counts
+//! it. Buffers of exited threads are collected one last time and then removed.
 //!
 //! This module uses no `unsafe`: the ring is `rtrb`'s.
 
 use std::cell::RefCell;
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::record::SpanRecord;
+use crate::window::{EpAgg, IdMap, ThreadWindows};
 
 /// How many pushes pass between two checks of a ring's fill level.
 const CHECK_EVERY: u32 = 64;
@@ -44,6 +49,93 @@ struct LocalRing {
 
 thread_local! {
     static LOCAL: RefCell<Vec<LocalRing>> = const { RefCell::new(Vec::new()) };
+    static LOCAL_WINDOWS: RefCell<Vec<(u64, Arc<Mutex<ThreadWindows>>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Per-thread window accumulators of one recorder. The recording thread locks its own
+/// accumulator (uncontended except when the worker collects, once per step), so window stats
+/// cost no cross-thread traffic per request.
+#[derive(Debug, Default)]
+pub(crate) struct WindowRegistry {
+    threads: Mutex<Vec<Arc<Mutex<ThreadWindows>>>>,
+}
+
+/// What one collection found in the thread accumulators.
+pub(crate) type Collected = VecDeque<(u64, IdMap<EpAgg>)>;
+
+impl WindowRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Mutex<ThreadWindows>>>> {
+        match self.threads.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Runs `f` on the calling thread's accumulator for recorder `owner`; false if the thread is
+    /// exiting (the caller then records through the ring).
+    #[inline]
+    pub(crate) fn with(&self, owner: u64, f: impl FnOnce(&mut ThreadWindows)) -> bool {
+        LOCAL_WINDOWS
+            .try_with(|local| {
+                let Ok(mut local) = local.try_borrow_mut() else {
+                    return false;
+                };
+                let idx = match local.iter().position(|(o, _)| *o == owner) {
+                    Some(i) => i,
+                    None => {
+                        let w = Arc::new(Mutex::new(ThreadWindows::default()));
+                        self.lock().push(Arc::clone(&w));
+                        local.push((owner, w));
+                        local.len() - 1
+                    }
+                };
+                // Never wait: if the worker is collecting this very moment, the caller records
+                // through the ring instead.
+                match local[idx].1.try_lock() {
+                    Ok(mut g) => {
+                        f(&mut g);
+                        true
+                    }
+                    Err(std::sync::TryLockError::Poisoned(p)) => {
+                        f(&mut p.into_inner());
+                        true
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => false,
+                }
+            })
+            .unwrap_or(false)
+    }
+
+    /// Takes everything the threads accumulated; `f` gets each thread's ticks, its skipped
+    /// count and its priority counts, and the emptied ticks go back to the thread for reuse.
+    /// Accumulators of exited threads are dropped after their last collection.
+    pub(crate) fn collect(&self, mut f: impl FnMut(&Collected, u64, &[u64; 256])) {
+        let mut threads = self.lock();
+        // A thread that is gone can add nothing more: drop its accumulator after this last
+        // collection. (Checking after collecting would lose what it added in between.)
+        let gone: Vec<bool> = threads.iter().map(|t| Arc::strong_count(t) == 1).collect();
+        for t in threads.iter() {
+            let (ticks, skipped, prio) = {
+                let mut g = match t.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                let prio = std::mem::replace(&mut g.priorities, Box::new([0; 256]));
+                (g.take(), std::mem::take(&mut g.skipped), prio)
+            };
+            f(&ticks, skipped, &prio);
+            match t.lock() {
+                Ok(mut g) => g.recycle(ticks),
+                Err(p) => p.into_inner().recycle(ticks),
+            }
+        }
+        let mut i = 0;
+        threads.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+    }
 }
 
 impl Rings {

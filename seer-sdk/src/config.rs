@@ -389,6 +389,11 @@ impl Builder {
             max_in_flight: self.max_in_flight,
             limiter: self.limiter,
             retry_after: self.retry_after,
+            tick_ns: u64::try_from(self.tick.as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            slow: self.slow,
+            qos: self.qos.clone(),
         }
     }
 

@@ -28,6 +28,8 @@ pub mod flags {
     pub const REMOTE_PARENT: u8 = 1 << 4;
     /// The span name is in the internal-name table rather than the endpoint table.
     pub const NAMED: u8 = 1 << 5;
+    /// Already counted in the window stats by the recording thread.
+    pub const WINDOWED: u8 = 1 << 6;
 }
 
 /// One finished span as the hot path records it: plain data, `Copy`, no pointers.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crossbeam::utils::CachePadded;
 
 use crate::advice::{Advice, AdviceCell, ShedReason};
-use crate::buffer::{Pushed, Rings};
+use crate::buffer::{Pushed, Rings, WindowRegistry};
 use crate::clock::{self, Anchor, Instant};
 use crate::context::{self, Context};
 use crate::counters::{Counters, CountersSnapshot, DropReason};
@@ -59,7 +59,13 @@ pub(crate) struct RecorderConfig {
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) limiter: Option<LimiterConfig>,
     pub(crate) retry_after: Duration,
+    pub(crate) tick_ns: u64,
+    pub(crate) slow: Option<Duration>,
+    pub(crate) qos: Vec<(String, Duration)>,
 }
+
+/// Marks a slow threshold not looked up yet.
+const UNRESOLVED: u64 = u64::MAX;
 
 pub(crate) struct Inner {
     id: u64,
@@ -71,6 +77,9 @@ pub(crate) struct Inner {
     pub(crate) svc: CachePadded<ServiceGauges>,
     pub(crate) counters: Counters,
     pub(crate) rings: Rings,
+    pub(crate) windows: WindowRegistry,
+    /// Per-endpoint QoS threshold in ns (0: none), resolved on first use.
+    slow_ns: Box<[AtomicU64]>,
     pub(crate) advice: AdviceCell,
     /// Current local limiter limit; 0 when no limiter runs.
     pub(crate) limit: AtomicU32,
@@ -193,6 +202,10 @@ impl Recorder {
                 svc: CachePadded::new(ServiceGauges::default()),
                 counters: Counters::default(),
                 rings: Rings::new(cfg.ring_capacity),
+                windows: WindowRegistry::default(),
+                slow_ns: (0..=cfg.max_endpoints.max(1))
+                    .map(|_| AtomicU64::new(UNRESOLVED))
+                    .collect(),
                 advice: AdviceCell::default(),
                 limit: AtomicU32::new(limit),
                 limiter_always,
@@ -313,6 +326,58 @@ impl Recorder {
         }
     }
 
+    /// The QoS threshold of `endpoint` in ns (0: none).
+    #[inline]
+    fn slow_threshold(&self, endpoint: u32) -> u64 {
+        let slots = &self.inner.slow_ns;
+        let slot = &slots[(endpoint as usize).min(slots.len() - 1)];
+        match slot.load(Ordering::Relaxed) {
+            UNRESOLVED => self.resolve_slow(endpoint, slot),
+            v => v,
+        }
+    }
+
+    #[cold]
+    fn resolve_slow(&self, endpoint: u32, slot: &AtomicU64) -> u64 {
+        let cfg = &self.inner.cfg;
+        let to_ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(UNRESOLVED - 1);
+        let name = self.inner.endpoints.name(endpoint);
+        let v = cfg
+            .qos
+            .iter()
+            .find(|(n, _)| **n == *name)
+            .map(|(_, d)| to_ns(*d))
+            .or(cfg.slow.map(to_ns))
+            .unwrap_or(0);
+        slot.store(v, Ordering::Relaxed);
+        v
+    }
+
+    /// Counts a server record in this thread's window stats and pushes it to the ring only if
+    /// it is kept for export (sampled, error, shed or slow), so most requests cost no
+    /// cross-thread traffic.
+    #[inline]
+    fn emit_server(&self, mut rec: SpanRecord) {
+        let dur = clock::nanos_between(rec.start, rec.end);
+        let slow = self.slow_threshold(rec.name);
+        let keep = rec.flags & (flags::SAMPLED | flags::ERROR | flags::SHED) != 0
+            || (slow > 0 && dur > slow && !rec.has(flags::CANCELLED));
+        let end_unix = rec.end.as_unix_nanos(&self.inner.anchor);
+        let tick = end_unix / self.inner.cfg.tick_ns.max(1);
+        let windowed = self.inner.windows.with(self.inner.id, |w| {
+            w.add(tick, &rec);
+            if !keep {
+                w.skipped += 1;
+            }
+        });
+        if !windowed {
+            self.push(rec); // the worker counts it
+        } else if keep {
+            rec.flags |= flags::WINDOWED;
+            self.push(rec);
+        }
+    }
+
     #[cold]
     fn wake(&self) {
         if !self.inner.wake_pending.swap(true, Ordering::Relaxed)
@@ -390,7 +455,7 @@ impl Recorder {
             if parent.is_some() {
                 f |= flags::REMOTE_PARENT;
             }
-            self.push(SpanRecord {
+            self.emit_server(SpanRecord {
                 trace_id: trace_id.0,
                 span_id: span.span_id.0,
                 parent_id: parent.map_or(0, |p| p.span_id.0),
@@ -528,7 +593,7 @@ impl Recorder {
             inflight = u32::try_from(a.saturating_sub(d)).unwrap_or(u32::MAX);
             local = inflight;
         }
-        self.push(SpanRecord {
+        let rec = SpanRecord {
             trace_id: s.span.trace_id.0,
             span_id: s.span.span_id.0,
             parent_id: s.parent_id.0,
@@ -543,7 +608,12 @@ impl Recorder {
             kind: s.kind,
             flags: f,
             priority: crate::advice::DEFAULT_PRIORITY,
-        });
+        };
+        if s.kind == SpanKind::Server && !s.named {
+            self.emit_server(rec);
+        } else {
+            self.push(rec);
+        }
     }
 
     /// A child span context of the current request (or a new root), for instrumentation that
@@ -610,7 +680,7 @@ impl ServerSpan {
         if self.remote_parent {
             f |= flags::REMOTE_PARENT;
         }
-        recorder.push(SpanRecord {
+        recorder.emit_server(SpanRecord {
             trace_id: self.span.trace_id.0,
             span_id: self.span.span_id.0,
             parent_id: self.parent_id,

@@ -1,9 +1,13 @@
-//! Window stats: per (service, endpoint, tick) aggregates cut by the exporter thread.
+//! Window stats: per (service, endpoint, tick) aggregates.
 //!
-//! Every server record lands in exactly one tick: the tick containing its end time, or, if that
-//! tick has already been cut (the record was drained late), the oldest tick still open. A tick is
-//! cut once the clock is past its end plus a grace period, so records from every thread have
-//! been drained. Arrivals come from cumulative counters, differenced at each cut.
+//! Each recording thread counts its own server requests into its own [`ThreadWindows`] (see
+//! `buffer::WindowRegistry`), keyed by the tick of the request's end time, so the hot path
+//! shares no memory with other threads. Only requests kept for export (sampled, error, shed,
+//! slow) also travel through the rings. The exporter thread collects the thread aggregates and
+//! any records not yet counted, and merges them into its open ticks: every request lands in
+//! exactly one tick, its own or, if that tick has already been cut (counted late), the oldest
+//! tick still open. A tick is cut once the clock is past its end plus a grace period. Arrivals
+//! come from cumulative counters, differenced at each cut.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -34,7 +38,7 @@ impl Hasher for IdHasher {
     }
 }
 
-type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 
 /// A running mean and maximum of gauge samples.
 #[derive(Clone, Copy, Debug, Default)]
@@ -61,6 +65,12 @@ impl GaugeStat {
 
     pub(crate) fn max(&self) -> u64 {
         self.max
+    }
+
+    fn merge(&mut self, o: &GaugeStat) {
+        self.sum += o.sum;
+        self.n += o.n;
+        self.max = self.max.max(o.max);
     }
 }
 
@@ -101,6 +111,15 @@ impl FastHist {
         self.counts[i] += 1;
     }
 
+    fn merge(&mut self, o: &FastHist) {
+        if self.counts.len() < o.counts.len() {
+            self.counts.resize(o.counts.len(), 0);
+        }
+        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
+            *a += b;
+        }
+    }
+
     pub(crate) fn to_histogram(&self) -> Histogram {
         let mut h = Histogram::new_latency();
         for (i, &c) in self.counts.iter().enumerate() {
@@ -112,8 +131,9 @@ impl FastHist {
     }
 }
 
+/// The window stats of one endpoint over one tick (or part of one).
 #[derive(Debug, Default)]
-struct EpAgg {
+pub(crate) struct EpAgg {
     completions: u64,
     errors: u64,
     shed: u64,
@@ -124,6 +144,131 @@ struct EpAgg {
     latency: FastHist,
     self_latency: FastHist,
     queue_wait: FastHist,
+}
+
+impl EpAgg {
+    /// Adds one server record.
+    #[inline]
+    pub(crate) fn add(&mut self, rec: &SpanRecord) {
+        self.inflight.add(u64::from(rec.inflight));
+        self.local.add(u64::from(rec.local_inflight));
+        if rec.has(flags::SHED) {
+            self.shed += 1;
+            return;
+        }
+        if rec.has(flags::CANCELLED) {
+            self.cancelled += 1;
+            return;
+        }
+        self.completions += 1;
+        if rec.has(flags::ERROR) {
+            self.errors += 1;
+        }
+        let dur = crate::clock::nanos_between(rec.start, rec.end);
+        self.latency.record(dur);
+        self.self_latency.record(dur.saturating_sub(rec.blocked_ns));
+        self.queue_wait.record(rec.queue_wait_ns);
+    }
+
+    fn clear(&mut self) {
+        let (mut a, mut b, mut c) = (
+            std::mem::take(&mut self.latency.counts),
+            std::mem::take(&mut self.self_latency.counts),
+            std::mem::take(&mut self.queue_wait.counts),
+        );
+        for v in [&mut a, &mut b, &mut c] {
+            v.iter_mut().for_each(|x| *x = 0);
+        }
+        *self = EpAgg::default();
+        self.latency.counts = a;
+        self.self_latency.counts = b;
+        self.queue_wait.counts = c;
+    }
+
+    fn merge(&mut self, o: &EpAgg) {
+        self.completions += o.completions;
+        self.errors += o.errors;
+        self.shed += o.shed;
+        self.cancelled += o.cancelled;
+        self.inflight.merge(&o.inflight);
+        self.local.merge(&o.local);
+        self.queue.merge(&o.queue);
+        self.latency.merge(&o.latency);
+        self.self_latency.merge(&o.self_latency);
+        self.queue_wait.merge(&o.queue_wait);
+    }
+}
+
+/// Window stats one recording thread accumulated since the worker last collected them, by tick.
+/// Kept per thread so that the hot path touches no memory shared with other threads.
+#[derive(Debug)]
+pub(crate) struct ThreadWindows {
+    ticks: VecDeque<(u64, IdMap<EpAgg>)>,
+    /// Emptied aggregates and maps handed back by the worker, reused so that the hot path does
+    /// not allocate in the steady state.
+    spare: Vec<EpAgg>,
+    spare_maps: Vec<IdMap<EpAgg>>,
+    /// Server records counted here and not pushed to the ring (not kept for export).
+    pub(crate) skipped: u64,
+    /// Admission priorities of the server records counted here.
+    pub(crate) priorities: Box<[u64; 256]>,
+}
+
+impl Default for ThreadWindows {
+    fn default() -> Self {
+        Self {
+            ticks: VecDeque::new(),
+            spare: Vec::new(),
+            spare_maps: Vec::new(),
+            skipped: 0,
+            priorities: Box::new([0; 256]),
+        }
+    }
+}
+
+impl ThreadWindows {
+    /// Adds one server record that ended in `tick`.
+    #[inline]
+    pub(crate) fn add(&mut self, tick: u64, rec: &SpanRecord) {
+        self.priorities[usize::from(rec.priority)] += 1;
+        let Self {
+            ticks,
+            spare,
+            spare_maps,
+            ..
+        } = self;
+        let map = match ticks.iter_mut().rev().find(|(t, _)| *t == tick) {
+            Some((_, m)) => m,
+            None => {
+                ticks.push_back((tick, spare_maps.pop().unwrap_or_default()));
+                let last = ticks.len() - 1;
+                &mut ticks[last].1
+            }
+        };
+        map.entry(rec.name)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .add(rec);
+    }
+
+    /// Everything accumulated so far.
+    pub(crate) fn take(&mut self) -> VecDeque<(u64, IdMap<EpAgg>)> {
+        std::mem::take(&mut self.ticks)
+    }
+
+    /// Takes back collected aggregates, emptied, for reuse (a bounded number).
+    pub(crate) fn recycle(&mut self, collected: VecDeque<(u64, IdMap<EpAgg>)>) {
+        for (_, mut map) in collected {
+            for (_, mut agg) in map.drain() {
+                if self.spare.len() < 64 {
+                    agg.clear();
+                    self.spare.push(agg);
+                }
+            }
+            if self.spare_maps.len() < 8 {
+                self.spare_maps.push(map);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -214,26 +359,15 @@ impl WindowCutter {
             return;
         }
         let tick = end_unix_ns / self.tick_ns;
+        self.slot(tick).eps.entry(rec.name).or_default().add(rec);
+    }
+
+    /// Merges what one thread accumulated for `tick` (an already cut tick rolls forward).
+    pub(crate) fn merge(&mut self, tick: u64, eps: &IdMap<EpAgg>) {
         let t = self.slot(tick);
-        let ep = t.eps.entry(rec.name).or_default();
-        ep.inflight.add(u64::from(rec.inflight));
-        ep.local.add(u64::from(rec.local_inflight));
-        if rec.has(flags::SHED) {
-            ep.shed += 1;
-            return;
+        for (id, agg) in eps {
+            t.eps.entry(*id).or_default().merge(agg);
         }
-        if rec.has(flags::CANCELLED) {
-            ep.cancelled += 1;
-            return;
-        }
-        ep.completions += 1;
-        if rec.has(flags::ERROR) {
-            ep.errors += 1;
-        }
-        let dur = crate::clock::nanos_between(rec.start, rec.end);
-        ep.latency.record(dur);
-        ep.self_latency.record(dur.saturating_sub(rec.blocked_ns));
-        ep.queue_wait.record(rec.queue_wait_ns);
     }
 
     /// Adds a reading of the live gauges at `now_unix_ns`.

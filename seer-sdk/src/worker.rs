@@ -207,11 +207,16 @@ impl<E: Exporter> ExportWorker<E> {
 
     fn on_record(&mut self, rec: &SpanRecord, anchor: &Anchor) {
         let end_unix = rec.end.as_unix_nanos(anchor);
-        self.cutter.add(rec, end_unix);
+        let windowed = rec.has(flags::WINDOWED);
+        if !windowed {
+            self.cutter.add(rec, end_unix);
+        }
         let dur = clock::nanos_between(rec.start, rec.end);
         let mut slow = false;
         if rec.kind == SpanKind::Server {
-            self.prio_mix[usize::from(rec.priority)] += 1;
+            if !windowed {
+                self.prio_mix[usize::from(rec.priority)] += 1;
+            }
             if rec.has(flags::SHED) && self.recorder.inner.limit.load(Ordering::Relaxed) > 0 {
                 self.shed_by_limiter += 1;
             }
@@ -267,8 +272,20 @@ impl<E: Exporter> ExportWorker<E> {
                 break;
             }
         }
+        // Window stats the recording threads accumulated themselves.
+        let mut skipped = 0;
+        recorder.inner.windows.collect(|ticks, sk, prio| {
+            for (tick, eps) in ticks {
+                self.cutter.merge(*tick, eps);
+            }
+            skipped += sk;
+            for (m, p) in self.prio_mix.iter_mut().zip(prio.iter()) {
+                *m += p;
+            }
+        });
+        self.pending_unsampled += skipped;
         let counters = &recorder.inner.counters;
-        counters.add_recorded(total as u64);
+        counters.add_recorded(total as u64 + skipped);
         counters.add_unsampled(std::mem::take(&mut self.pending_unsampled));
         counters.add_dropped(
             DropReason::QueueFull,
