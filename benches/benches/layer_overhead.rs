@@ -5,10 +5,12 @@
 //   these runs, so absolute ns are 2-4x a quiet machine's; rustc 1.95, release + line tables:
 //   bare 451 ns; SeerLayer +557 ns (+517 ns without the extension insert); TraceLayer +618 ns;
 //   OTel-SDK layer +1196 ns: trace/seer 1.11x, otel/seer 2.15x. A later run (load 9-11): bare
-//   755, Seer +799 (+675), TraceLayer +1041, OTel +1794: 1.30x, 2.24x. Targets (<= 50 ns,
-//   >= 4x, >= 8x) NOT met here. Measured apart, begin_server + finish cost 57 ns when the drain thread is idle
-//   and about 230 ns when it drains concurrently (each 96-byte record crosses cores); the
-//   extension insert (two allocations) about 40-140 ns.
+//   755, Seer +799 (+675), TraceLayer +1041, OTel +1794: 1.30x, 2.24x. After moving window
+//   stats to per-thread aggregates (load 10-11): bare 691, Seer +685 (+523 without the
+//   extension), TraceLayer +752, OTel +1497: 1.10x, 2.18x. Targets (<= 50 ns, >= 4x, >= 8x)
+//   Measured apart (before that change), begin_server + finish cost 57 ns when the drain
+//   thread was idle and about 230 ns while it drained concurrently (each 96-byte record crossed
+//   cores); the extension insert (two allocations) about 40-160 ns.
 //
 // Four stacks, same request (GET /users/42 with a `traceparent` header), polled to completion
 // with a no-op waker (the inner future is ready at once, so only the layers are measured):

@@ -3,9 +3,11 @@
 // Latest results, `cargo bench -p seer-benches --bench record_concurrent`, on a
 //   2-vCPU AMD EPYC VM (KVM, TSC clocksource) shared with two other builds: load average 6-9 during
 //   these runs, so absolute ns are 2-4x a quiet machine's; rustc 1.95, release + line tables:
-//   record.spans_per_sec 6.5M-10.5M (2 threads; target >= 10M); record.drop_fraction at 1M
-//   spans/s offered 0.0 (load 7.5) to 0.049 (load 7.6-11) over four runs (target: no drops);
-//   every sampled span reached the sink when nothing was dropped.
+//   Before per-thread window stats: record.spans_per_sec 6.5M-10.5M, but 60-95% of those
+//   records were dropped at full speed (full rings), and drop_fraction at 1M/s was 0.0-0.049.
+//   After (load 10-11): record.spans_per_sec 3.96M with 0.08% dropped at full speed (every
+//   request fully counted); record.drop_fraction 0.0 at 1M spans/s offered, 299,108 of
+//   3,000,000 spans exported (sample 0.1). Target >= 10M spans/s NOT met on this loaded VM.
 //
 // 1. `record.spans_per_sec`: 2 threads record server spans (begin + finish, sample ratio 0.1)
 //    as fast as they can for a fixed time, while the export worker drains, cuts windows, encodes
