@@ -138,6 +138,34 @@ impl Cgroups {
         out
     }
 
+    /// CPU time used so far by the processes now in a group (all their threads), nanoseconds,
+    /// from `/proc/<pid>/stat`. Falls when a process leaves or exits; callers use the rate over
+    /// short intervals and treat a fall as no use.
+    pub fn cpu_usage_ns(&self, name: &str) -> u64 {
+        // SAFETY: sysconf has no memory effects; _SC_CLK_TCK is a valid name.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let ns_per_tick = if hz > 0 {
+            1_000_000_000 / hz as u64
+        } else {
+            10_000_000
+        };
+        let Ok(procs) = fs::read_to_string(self.path(name).join("cgroup.procs")) else {
+            return 0;
+        };
+        procs
+            .lines()
+            .filter_map(|pid| fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok())
+            .filter_map(|stat| {
+                // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+                let rest = stat.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let utime: u64 = f.get(11)?.parse().ok()?;
+                let stime: u64 = f.get(12)?.parse().ok()?;
+                Some((utime + stime) * ns_per_tick)
+            })
+            .sum()
+    }
+
     /// Moves every process left in the run's groups back to the root and removes the groups.
     /// Safe to call more than once.
     pub fn cleanup(&self) {

@@ -777,10 +777,15 @@ async fn poll_predictions(
     }
 }
 
+/// CPU-use samples of a group over the last second, and since when its use has been low.
+type UsageTrack = (std::collections::VecDeque<(Instant, u64)>, Option<Instant>);
+
 /// The local actuator: after a culprit short of CPU (or memory) is named for
 /// `actuate_confirm_ticks` ticks in a row, raise its quota by `actuate_extra_pct`; hold at least
-/// `actuate_hold_s` and until it has not been named for 2 s; then restore. It is the only writer
-/// of quotas after set-up.
+/// `actuate_hold_s`, until it has not been named for 2 s, and until the group's CPU use has fit
+/// in its normal quota (under 80% of it) for 2 s, so that a hog still in the group does not
+/// bite again as soon as the quota drops; then restore. It is the only writer of quotas after
+/// set-up.
 async fn actuate(
     cg: Arc<Cgroups>,
     topo: Topology,
@@ -792,6 +797,8 @@ async fn actuate(
     let c = &sc.control;
     let mut streak: BTreeMap<String, u32> = BTreeMap::new();
     let mut raised: BTreeMap<String, (Instant, Instant, usize)> = BTreeMap::new();
+    // Per raised group: the CPU-use samples of the last second, and since when use has been low.
+    let mut usage: BTreeMap<String, UsageTrack> = BTreeMap::new();
     let mut interval = tokio::time::interval(stats.tick);
     while !stop.load(Ordering::Relaxed) {
         interval.tick().await;
@@ -841,15 +848,44 @@ async fn actuate(
                 }
             }
         }
+        for s in raised.keys() {
+            let base = topo.service(s).map_or(20.0, |x| x.quota_pct) / 100.0;
+            let (samples, low_since) = usage.entry(s.clone()).or_default();
+            let now = Instant::now();
+            samples.push_back((now, cg.cpu_usage_ns(s)));
+            while samples.len() > 2
+                && samples
+                    .front()
+                    .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
+            {
+                samples.pop_front();
+            }
+            let rate = match (samples.front(), samples.back()) {
+                (Some((t0, u0)), Some((t1, u1))) if t1 > t0 => {
+                    u1.saturating_sub(*u0) as f64 / t1.duration_since(*t0).as_nanos() as f64
+                }
+                _ => f64::INFINITY,
+            };
+            if rate < 0.8 * base {
+                low_since.get_or_insert(now);
+            } else {
+                *low_since = None;
+            }
+        }
         let hold = Duration::from_secs_f64(c.actuate_hold_s);
         let done: Vec<String> = raised
             .iter()
-            .filter(|(_, (since, last, _))| {
-                since.elapsed() >= hold && last.elapsed() >= Duration::from_secs(2)
+            .filter(|(s, (since, last, _))| {
+                let fits = usage
+                    .get(*s)
+                    .and_then(|(_, low)| *low)
+                    .is_some_and(|t| t.elapsed() >= Duration::from_secs(2));
+                since.elapsed() >= hold && last.elapsed() >= Duration::from_secs(2) && fits
             })
             .map(|(s, _)| s.clone())
             .collect();
         for s in done {
+            usage.remove(&s);
             if let Some((_, _, idx)) = raised.remove(&s) {
                 let base = topo.service(&s).map_or(20.0, |x| x.quota_pct);
                 let _ = cg.set_quota(&s, base);
