@@ -55,7 +55,7 @@ pub struct Scores {
     pub step_culprit_top1: f64,
 }
 
-/// Violation episodes: `(start, end)` half-open, gaps shorter than [`MERGE_GAP`] merged.
+/// Violation episodes: `(start, end)` half-open, gaps shorter than 5 ticks merged.
 pub fn episodes(violation: &[bool]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for (t, v) in violation.iter().enumerate() {
