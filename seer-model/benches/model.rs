@@ -12,6 +12,7 @@
 //! - load average about 10 (two other agents' builds and a live demo on the same 2 cores):
 //!   infer 8.0 ms (6.8 ms on the model thread), train step 12.2 ms;
 //! - load average about 4: infer 1.6-2.1 ms, train step 4.5-8.0 ms.
+//!
 //! Neither run had a core to itself, so the infer target (1 ms) is unverified here; compare
 //! ratios within one run, never absolute times across runs.
 //!
