@@ -1,12 +1,13 @@
 // ingest: the collector's span path.
 //
-// Latest results (2-vCPU AMD EPYC VM shared with two other builds, load average 4-6, so noisy;
-// rustc 1.95, bench profile), spans/s:
-//   decode + derive, one core   1.0-1.5 M   (decode alone 1.4-2.0 M; prost decode 0.50-0.66 M)
-//   stored (writer, fsync)      256-408 K
-//   flood, 30 s, limit 256 MiB  offered 0.6 M/s (the client shares the 2 cores and cannot reach
-//                               the 10x target of ~2.6 M/s), 33 K requests answered 503, max RSS
-//                               252 MiB, accepted_lost 0
+// Latest results (2-vCPU AMD EPYC VM shared with two other builds; rustc 1.95, bench profile).
+// Absolute rates follow the machine's load; the ratio to prost in the same run is stable (~2.2x).
+//   load avg 4-6:  decode+derive 1.47-1.50 M/s per core (decode alone 1.8-2.0 M, prost 0.66 M),
+//                  stored 390-408 K/s
+//   load avg 8-9:  decode+derive 0.52 M (prost 0.23 M), stored 189 K/s
+//   flood (30 s, memory limit 256 MiB): offered 0.55-0.63 M spans/s (the client shares the two
+//   cores and cannot reach 10x), 33-43 K requests answered 503 + Retry-After, ~1 K client-side
+//   failures (timeouts/resets), max RSS 167-183 MiB, accepted_lost 0
 //
 // Figures:
 // - ingest.spans_per_sec_per_core: OTLP/protobuf decode (seer's zero-copy, schema-checking
