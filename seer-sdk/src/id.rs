@@ -88,14 +88,25 @@ impl fmt::Display for SpanId {
 }
 
 thread_local! {
-    static RNG: Cell<u64> = Cell::new(rand::random::<u64>() | 1);
+    // Const-initialised (no lazy-init check per access); 0 means "not seeded yet".
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A random non-zero seed for a thread's generator.
+#[cold]
+fn seed() -> u64 {
+    rand::random::<u64>() | 1
 }
 
 /// Next value of the per-thread wyrand generator.
 #[inline]
 pub(crate) fn next_u64() -> u64 {
     RNG.with(|s| {
-        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        let mut state = s.get();
+        if state == 0 {
+            state = seed();
+        }
+        let x = state.wrapping_add(0xa076_1d64_78bd_642f);
         s.set(x);
         let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
         ((t >> 64) as u64) ^ (t as u64)

@@ -290,6 +290,7 @@ impl Recorder {
         }
     }
 
+    #[inline]
     pub(crate) fn gauges(&self, endpoint: u32) -> &EndpointGauges {
         let g = &self.inner.gauges;
         &g[(endpoint as usize).min(g.len() - 1)]
@@ -363,9 +364,10 @@ impl Recorder {
         let keep = rec.flags & (flags::SAMPLED | flags::ERROR | flags::SHED) != 0
             || (slow > 0 && dur > slow && !rec.has(flags::CANCELLED));
         let end_unix = rec.end.as_unix_nanos(&self.inner.anchor);
-        let tick = end_unix / self.inner.cfg.tick_ns.max(1);
+        let tick_ns = self.inner.cfg.tick_ns.max(1);
         let windowed = self.inner.windows.with(self.inner.id, |w| {
-            w.add(tick, &rec);
+            let tick = w.tick_of(end_unix, tick_ns);
+            w.add(tick, &rec, dur);
             if !keep {
                 w.skipped += 1;
             }

@@ -150,6 +150,13 @@ impl EpAgg {
     /// Adds one server record.
     #[inline]
     pub(crate) fn add(&mut self, rec: &SpanRecord) {
+        self.add_timed(rec, crate::clock::nanos_between(rec.start, rec.end));
+    }
+
+    /// [`EpAgg::add`] with the record's duration already known (`dur` must be
+    /// `nanos_between(rec.start, rec.end)`), so the hot path converts clock ticks once.
+    #[inline]
+    pub(crate) fn add_timed(&mut self, rec: &SpanRecord, dur: u64) {
         self.inflight.add(u64::from(rec.inflight));
         self.local.add(u64::from(rec.local_inflight));
         if rec.has(flags::SHED) {
@@ -164,7 +171,6 @@ impl EpAgg {
         if rec.has(flags::ERROR) {
             self.errors += 1;
         }
-        let dur = crate::clock::nanos_between(rec.start, rec.end);
         self.latency.record(dur);
         self.self_latency.record(dur.saturating_sub(rec.blocked_ns));
         self.queue_wait.record(rec.queue_wait_ns);
@@ -212,6 +218,9 @@ pub(crate) struct ThreadWindows {
     pub(crate) skipped: u64,
     /// Admission priorities of the server records counted here.
     pub(crate) priorities: Box<[u64; 256]>,
+    /// The last tick computed by [`ThreadWindows::tick_of`] and its span `[start, end)` in unix
+    /// ns, so that most requests skip the 64-bit division.
+    last_tick: (u64, u64, u64),
 }
 
 impl Default for ThreadWindows {
@@ -222,14 +231,28 @@ impl Default for ThreadWindows {
             spare_maps: Vec::new(),
             skipped: 0,
             priorities: Box::new([0; 256]),
+            last_tick: (0, 0, 0),
         }
     }
 }
 
 impl ThreadWindows {
-    /// Adds one server record that ended in `tick`.
+    /// `unix_ns / tick_ns` (with `tick_ns >= 1`), cached for the current tick.
     #[inline]
-    pub(crate) fn add(&mut self, tick: u64, rec: &SpanRecord) {
+    pub(crate) fn tick_of(&mut self, unix_ns: u64, tick_ns: u64) -> u64 {
+        let (tick, start, end) = self.last_tick;
+        if unix_ns >= start && unix_ns < end {
+            return tick;
+        }
+        let tick = unix_ns / tick_ns;
+        let start = tick.saturating_mul(tick_ns);
+        self.last_tick = (tick, start, start.saturating_add(tick_ns));
+        tick
+    }
+
+    /// Adds one server record that ended in `tick`; `dur` is its duration in ns.
+    #[inline]
+    pub(crate) fn add(&mut self, tick: u64, rec: &SpanRecord, dur: u64) {
         self.priorities[usize::from(rec.priority)] += 1;
         let Self {
             ticks,
@@ -247,7 +270,7 @@ impl ThreadWindows {
         };
         map.entry(rec.name)
             .or_insert_with(|| spare.pop().unwrap_or_default())
-            .add(rec);
+            .add_timed(rec, dur);
     }
 
     /// Everything accumulated so far.
