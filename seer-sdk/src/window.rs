@@ -645,4 +645,26 @@ mod tests {
         assert_eq!(c[0].windows[0].1.completions, 1);
         assert_eq!(c[0].windows[0].1.arrivals, 0);
     }
+
+    #[test]
+    fn cached_tick_matches_division() {
+        let mut w = ThreadWindows::default();
+        for (v, step) in [
+            (0u64, 7u64),
+            (5, 7),
+            (6, 7),
+            (7, 7),
+            (13, 7),
+            (14, 7),
+            (3, 7),
+            (100, 1),
+        ] {
+            assert_eq!(w.tick_of(v, step), v / step, "{v} / {step}");
+        }
+        let mut x = 1_700_000_000_000_000_000u64;
+        for _ in 0..1000 {
+            x = x.wrapping_add(x % 9_999_991);
+            assert_eq!(w.tick_of(x, 1_000_000_000), x / 1_000_000_000);
+        }
+    }
 }

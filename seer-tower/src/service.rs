@@ -133,10 +133,10 @@ where
         let start = clock::now();
         let l = &self.layer;
         let endpoint = l.classify.classify(&req, &l.recorder);
-        let parent = req
-            .headers()
-            .get(&headers::TRACEPARENT)
-            .and_then(|v| parse_traceparent(v.as_bytes()));
+        let (traceparent, tracestate) = headers::trace_headers(req.headers());
+        let parent = traceparent.and_then(|v| parse_traceparent(v.as_bytes()));
+        // tracestate only means something next to a valid traceparent.
+        let tracestate = parent.and(tracestate).cloned();
         let priority = l.priority.priority(&req);
         let wait = std::mem::take(&mut self.ready_wait);
         match l
@@ -147,10 +147,7 @@ where
                 if l.extension {
                     req.extensions_mut().insert(span.span_context());
                 }
-                // tracestate only means something next to a valid traceparent.
-                if parent.is_some()
-                    && let Some(ts) = req.headers().get(&headers::TRACESTATE).cloned()
-                {
+                if let Some(ts) = tracestate {
                     req.extensions_mut().insert(TraceState(ts));
                 }
                 // The handler's own work runs when its future is polled, inside the context.
