@@ -17,6 +17,8 @@
 //! | webhook URLs (repeat / comma list) | `--webhook` | `SEER_WEBHOOKS` | none |
 //! | node name | `--node` | `SEER_NODE` | the host name |
 //! | node sampler on/off | `--no-sampler` | `SEER_NO_SAMPLER` | on |
+//! | predictor (`model` or `reactive`) | `--predictor` | `SEER_PREDICTOR` | `model` when built with feature `model`, else `reactive` |
+//! | libtorch threads of the model | `--model-threads` | `SEER_MODEL_THREADS` | 1 |
 //! | upstream collector (agent) | `--upstream` | `SEER_UPSTREAM` | required for `agent` |
 //! | QoS spec, advice tunables | TOML only (`[[qos]]`, `[advice]`) | | none / see `AdviceConfig` |
 
@@ -149,6 +151,32 @@ pub struct Config {
     pub upstream: Option<String>,
     /// Token sent upstream (agent mode), default the ingest token.
     pub upstream_token: Option<String>,
+    /// Which predictor answers.
+    pub predictor: PredictorKind,
+    /// libtorch intra-op threads of the model (1 keeps it from disturbing the services).
+    pub model_threads: usize,
+}
+
+/// Which predictor the collector runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictorKind {
+    /// seer-model's CNN+LSTM (feature `model`), with the reactive rule answering until the model
+    /// has earned its place and whenever its recent precision falls below the floor. Its
+    /// checkpoint is kept at `<data_dir>/model.ckpt`.
+    Model,
+    /// The reactive baseline alone: queue depth and latency against an EWMA baseline.
+    Reactive,
+}
+
+impl Default for PredictorKind {
+    fn default() -> Self {
+        if cfg!(feature = "model") {
+            Self::Model
+        } else {
+            Self::Reactive
+        }
+    }
 }
 
 impl Default for Config {
@@ -174,6 +202,8 @@ impl Default for Config {
             sampler: true,
             upstream: None,
             upstream_token: None,
+            predictor: PredictorKind::default(),
+            model_threads: 1,
         }
     }
 }
@@ -241,6 +271,12 @@ pub struct Overrides {
     /// Do not sample node counters.
     #[arg(long, env = "SEER_NO_SAMPLER")]
     pub no_sampler: bool,
+    /// Which predictor answers [default: model when built with it, else reactive].
+    #[arg(long, env = "SEER_PREDICTOR", value_enum)]
+    pub predictor: Option<PredictorKind>,
+    /// libtorch intra-op threads of the model [default: 1].
+    #[arg(long, env = "SEER_MODEL_THREADS", value_name = "N")]
+    pub model_threads: Option<usize>,
 }
 
 impl Config {
@@ -335,6 +371,12 @@ impl Config {
         if o.no_sampler {
             self.sampler = false;
         }
+        if let Some(v) = o.predictor {
+            self.predictor = v;
+        }
+        if let Some(v) = o.model_threads {
+            self.model_threads = v;
+        }
     }
 
     /// Checks ranges.
@@ -363,6 +405,15 @@ impl Config {
         }
         if self.max_services == 0 {
             return bad("max_services", "must be at least 1");
+        }
+        if self.predictor == PredictorKind::Model && !cfg!(feature = "model") {
+            return bad(
+                "predictor",
+                "`model` needs a collector built with the `model` feature; use `reactive`",
+            );
+        }
+        if self.model_threads == 0 {
+            return bad("model_threads", "must be at least 1");
         }
         for q in &self.qos {
             if !(0.0..=1.0).contains(&q.percentile) || q.target_ms <= 0.0 || q.window_ms == 0 {
@@ -400,6 +451,22 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn predictor_is_chosen_by_toml_and_overrides() {
+        let c = Config::from_toml("predictor = \"reactive\"\nmodel_threads = 2\n").unwrap();
+        assert_eq!(c.predictor, PredictorKind::Reactive);
+        assert_eq!(c.model_threads, 2);
+        let mut c = Config::default();
+        c.apply(&Overrides {
+            predictor: Some(PredictorKind::Reactive),
+            ..Overrides::default()
+        });
+        assert_eq!(c.predictor, PredictorKind::Reactive);
+        c.model_threads = 0;
+        assert!(c.validate().is_err());
+        assert!(Config::from_toml("predictor = \"oracle\"\n").is_err());
+    }
 
     #[test]
     fn defaults_match_the_issue() {

@@ -66,11 +66,31 @@ use predict::thread::{PredictConfig, PredictionEngine};
 use store::Store;
 use store::writer::{RetentionPolicy, StoreHandle};
 
-/// The predictor used when none is given: the reactive baseline. This is the one place to
-/// plug seer-model's predictor in (behind the `model` feature) as the default; anyone can
-/// pass their own with [`Collector::with_predictor`].
-pub fn default_predictor(_cfg: &Config) -> Box<dyn Predictor> {
-    Box::new(predict::ReactivePredictor::new())
+/// The predictor used when none is given, per [`Config::predictor`]: seer-model's CNN+LSTM
+/// (feature `model`, checkpoint in `<data_dir>/model.ckpt`, with the reactive rule answering
+/// until the model has earned its place), or the reactive baseline. If the model cannot start,
+/// the error is logged and the reactive baseline answers. Anyone can pass their own predictor
+/// with [`Collector::with_predictor`].
+pub fn default_predictor(cfg: &Config) -> Box<dyn Predictor> {
+    match cfg.predictor {
+        #[cfg(feature = "model")]
+        config::PredictorKind::Model => {
+            let model = seer_model::ModelConfig::default()
+                .with_threads(cfg.model_threads)
+                .with_checkpoint(cfg.data_dir.join("model.ckpt"));
+            match predict::ModelPredictor::new(model) {
+                Ok(p) => Box::new(p),
+                Err(err) => {
+                    tracing::error!(
+                        error = %err,
+                        "the model could not start; the reactive baseline answers"
+                    );
+                    Box::new(predict::ReactivePredictor::new())
+                }
+            }
+        }
+        _ => Box::new(predict::ReactivePredictor::new()),
+    }
 }
 
 /// Builds and starts a collector (or an agent).

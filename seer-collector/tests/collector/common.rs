@@ -27,6 +27,9 @@ pub(crate) fn config(dir: &std::path::Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
         sampler: false,
+        // The model has its own integration test (tests/model_predictor.rs); these tests
+        // exercise the collector around the reactive baseline.
+        predictor: seer_collector::config::PredictorKind::Reactive,
         ..Config::default()
     }
 }
