@@ -46,7 +46,10 @@ use seer_collector::window::{Aggregator, AggregatorConfig};
 const SPANS_PER_REQUEST: usize = 512;
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn s(k: &str, v: &str) -> KeyValue {
@@ -84,8 +87,16 @@ fn request(seed: u64, t0: u64) -> ExportTraceServiceRequest {
             per_service[svc].push(Span {
                 trace_id: trace.to_vec(),
                 span_id: (n * 4 + hop + 1).to_be_bytes().to_vec(),
-                parent_span_id: if hop == 0 { vec![] } else { (n * 4 + hop).to_be_bytes().to_vec() },
-                name: if kind == 2 { "POST /compose".into() } else { "POST /store".into() },
+                parent_span_id: if hop == 0 {
+                    vec![]
+                } else {
+                    (n * 4 + hop).to_be_bytes().to_vec()
+                },
+                name: if kind == 2 {
+                    "POST /compose".into()
+                } else {
+                    "POST /store".into()
+                },
                 kind,
                 start_time_unix_nano: start + hop * 100_000,
                 end_time_unix_nano: start + 5_000_000 - hop * 1_000_000,
@@ -97,7 +108,10 @@ fn request(seed: u64, t0: u64) -> ExportTraceServiceRequest {
                     s("server.address", "compose.local"),
                     s("network.protocol.version", "1.1"),
                 ],
-                status: Some(Status { code: 0, message: String::new() }),
+                status: Some(Status {
+                    code: 0,
+                    message: String::new(),
+                }),
                 ..Default::default()
             });
         }
@@ -127,7 +141,9 @@ fn request(seed: u64, t0: u64) -> ExportTraceServiceRequest {
 }
 
 fn bodies(n: u64, t0: u64) -> Vec<Bytes> {
-    (0..n).map(|k| Bytes::from(request(k, t0).encode_to_vec())).collect()
+    (0..n)
+        .map(|k| Bytes::from(request(k, t0).encode_to_vec()))
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -159,7 +175,9 @@ fn seer_decode(bodies: &[Bytes]) -> f64 {
     let started = Instant::now();
     let mut spans = 0usize;
     for b in bodies {
-        spans += std::hint::black_box(seer_collector::ingest::otlp::decode(b.clone()).unwrap()).spans.len();
+        spans += std::hint::black_box(seer_collector::ingest::otlp::decode(b.clone()).unwrap())
+            .spans
+            .len();
     }
     spans as f64 / started.elapsed().as_secs_f64()
 }
@@ -170,7 +188,12 @@ fn prost_decode(bodies: &[Bytes]) -> f64 {
     let mut spans = 0usize;
     for b in bodies {
         let r = ExportTraceServiceRequest::decode(b.as_ref()).unwrap();
-        spans += r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>();
+        spans += r
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum::<usize>();
         std::hint::black_box(&r);
     }
     spans as f64 / started.elapsed().as_secs_f64()
@@ -183,7 +206,12 @@ fn decode_derive_store(bodies: &[Bytes], dir: &std::path::Path) -> f64 {
     let (handle, join) = writer::spawn(
         Arc::clone(&store),
         1024,
-        RetentionPolicy { max_age_ns: u64::MAX, max_bytes: u64::MAX, tick_ns: 100_000_000, every: Duration::from_secs(3600) },
+        RetentionPolicy {
+            max_age_ns: u64::MAX,
+            max_bytes: u64::MAX,
+            tick_ns: 100_000_000,
+            every: Duration::from_secs(3600),
+        },
         Arc::clone(&metrics),
     )
     .unwrap();
@@ -196,7 +224,11 @@ fn decode_derive_store(bodies: &[Bytes], dir: &std::path::Path) -> f64 {
         let batch = seer_collector::ingest::otlp::decode(b.clone()).unwrap();
         spans += batch.spans.len();
         a.on_spans(&batch, now_ns());
-        let pending = Arc::new(Pending { batch, received_unix_ns: now_ns(), reservation: budget.reserve_empty() });
+        let pending = Arc::new(Pending {
+            batch,
+            received_unix_ns: now_ns(),
+            reservation: budget.reserve_empty(),
+        });
         loop {
             match handle.try_spans(Arc::clone(&pending)) {
                 Some(ack) => {
@@ -204,7 +236,8 @@ fn decode_derive_store(bodies: &[Bytes], dir: &std::path::Path) -> f64 {
                     break;
                 }
                 None => {
-                    let ack: writer::Ack = acks.pop_front().expect("queue full implies pending acks");
+                    let ack: writer::Ack =
+                        acks.pop_front().expect("queue full implies pending acks");
                     assert!(ack.blocking_recv().unwrap());
                 }
             }
@@ -251,14 +284,21 @@ const FLOOD_MEMORY_MB: u64 = 256;
 /// The collector side of the flood, in a child process (so its RSS is the collector's alone):
 /// prints its address, runs until stdin closes, then shuts down cleanly.
 fn flood_server(dir: &std::path::Path) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let cfg = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.to_owned(),
             memory_limit_mb: FLOOD_MEMORY_MB,
             // Keep everything: accepted_lost must not count retention's deletions.
-            retention: seer_collector::config::RetentionConfig { max_age_secs: 86_400, max_bytes: u64::MAX },
+            retention: seer_collector::config::RetentionConfig {
+                max_age_secs: 86_400,
+                max_bytes: u64::MAX,
+            },
             sampler: false,
             ..Config::default()
         };
@@ -286,17 +326,29 @@ fn flood(target_spans_per_sec: f64, secs: u64) -> Flood {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let addr = line.trim().to_owned();
     let pid = child.id();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (f, _) = rt.block_on(async move {
         let url = format!("http://{addr}/v1/traces");
         let pool: Arc<Vec<Bytes>> = Arc::new(bodies(64, now_ns()));
-        let counters = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+        let counters = Arc::new([
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+        ]);
         let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
         let client = seer_collector::agent::client();
-        let period = Duration::from_secs_f64(SPANS_PER_REQUEST as f64 / target_spans_per_sec.max(1.0));
+        let period =
+            Duration::from_secs_f64(SPANS_PER_REQUEST as f64 / target_spans_per_sec.max(1.0));
         let started = Instant::now();
         let stop_at = tokio::time::Instant::now() + Duration::from_secs(secs);
         let mut next = tokio::time::Instant::now();
@@ -311,13 +363,31 @@ fn flood(target_spans_per_sec: f64, secs: u64) -> Flood {
                 let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
                     break;
                 };
-                let (body, url, client, counters) = (pool[k % pool.len()].clone(), url.clone(), client.clone(), Arc::clone(&counters));
+                let (body, url, client, counters) = (
+                    pool[k % pool.len()].clone(),
+                    url.clone(),
+                    client.clone(),
+                    Arc::clone(&counters),
+                );
                 k += 1;
                 counters[0].fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed);
                 tasks.spawn(async move {
-                    match seer_collector::agent::post(&client, &url, "application/x-protobuf", None, body, Duration::from_secs(30)).await {
-                        Ok((s, _)) if s == 200 => counters[1].fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed),
-                        Ok((s, _)) if s == 503 || s == 429 => counters[2].fetch_add(1, Ordering::Relaxed),
+                    match seer_collector::agent::post(
+                        &client,
+                        &url,
+                        "application/x-protobuf",
+                        None,
+                        body,
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    {
+                        Ok((s, _)) if s == 200 => {
+                            counters[1].fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed)
+                        }
+                        Ok((s, _)) if s == 503 || s == 429 => {
+                            counters[2].fetch_add(1, Ordering::Relaxed)
+                        }
                         _ => counters[3].fetch_add(1, Ordering::Relaxed),
                     };
                     drop(permit);
@@ -354,7 +424,10 @@ fn flood(target_spans_per_sec: f64, secs: u64) -> Flood {
     let stored = store.stats().unwrap().spans;
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
-    Flood { accepted_lost: f.accepted_spans.saturating_sub(stored), ..f }
+    Flood {
+        accepted_lost: f.accepted_spans.saturating_sub(stored),
+        ..f
+    }
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
@@ -393,10 +466,15 @@ fn main() {
     let prost = median(base);
     let stored = median(stored);
     if std::env::var("SEER_BENCH_CPU_ONLY").is_ok() {
-        println!("decode+derive {per_core:.0}/s, decode only {decode_only:.0}/s, prost {prost:.0}/s, stored {stored:.0}/s");
+        println!(
+            "decode+derive {per_core:.0}/s, decode only {decode_only:.0}/s, prost {prost:.0}/s, stored {stored:.0}/s"
+        );
         return;
     }
-    let secs: u64 = std::env::var("SEER_FLOOD_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(if quick { 2 } else { 30 });
+    let secs: u64 = std::env::var("SEER_FLOOD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2 } else { 30 });
     let f = flood(stored * 10.0, secs);
     let report = serde_json::json!({
         "ingest": {
