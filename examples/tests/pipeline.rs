@@ -6,7 +6,7 @@
 //!
 //! - The collector binary is looked up in `SEER_COLLECTOR_BIN`, else next to the harness binary
 //!   (`cargo test --workspace` builds it there). Without it the prediction and advice
-//!   assertions are skipped with a message.
+//!   assertions are skipped with a message, except under CI (`CI` set), where it fails.
 //! - Without root or cgroup v1 the harness falls back to in-process CPU hogs and no quotas; the
 //!   test still runs.
 
@@ -39,6 +39,11 @@ fn smoke_scenario_runs_end_to_end() {
         Some(c) => {
             cmd.arg("--collector-bin").arg(c);
         }
+        // Under CI the collector must be there: a skipped half would hide a broken pipeline.
+        None if std::env::var_os("CI").is_some() => panic!(
+            "pipeline test: no seer-collector binary next to the harness (CI is set); build it \
+             with `cargo test --workspace` or set SEER_COLLECTOR_BIN"
+        ),
         None => eprintln!(
             "pipeline test: no seer-collector binary found (set SEER_COLLECTOR_BIN); \
              prediction and advice assertions are skipped"
