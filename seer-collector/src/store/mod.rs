@@ -368,19 +368,7 @@ impl Store {
         to_tick: u64,
         limit: usize,
     ) -> Result<Vec<ServiceWindow>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(WINDOWS)?;
-        let mut out = Vec::new();
-        for e in t.range((service, from_tick)..(service, to_tick))? {
-            let (_, v) = e?;
-            if let Some(w) = parse(v.value()) {
-                out.push(w);
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        self.keyed_range(WINDOWS, service, from_tick, to_tick, limit)
     }
 
     /// Node samples of `node` taken in `[from_ns, to_ns)`, at most `limit`.
@@ -395,13 +383,26 @@ impl Store {
         to_ns: u64,
         limit: usize,
     ) -> Result<Vec<NodeSample>, StoreError> {
+        self.keyed_range(NODES, node, from_ns, to_ns, limit)
+    }
+
+    /// The rows of a `(name, time)`-keyed table for `name` in `[from, to)`, at most `limit`,
+    /// oldest first; rows that no longer parse are skipped.
+    fn keyed_range<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<'_, (&str, u64), &[u8]>,
+        name: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(NODES)?;
+        let t = tx.open_table(table)?;
         let mut out = Vec::new();
-        for e in t.range((node, from_ns)..(node, to_ns))? {
+        for e in t.range((name, from)..(name, to))? {
             let (_, v) = e?;
-            if let Some(w) = parse(v.value()) {
-                out.push(w);
+            if let Some(row) = parse(v.value()) {
+                out.push(row);
             }
             if out.len() >= limit {
                 break;
