@@ -79,6 +79,13 @@ pub struct Range {
 }
 
 impl Range {
+    /// The `service` parameter, which this endpoint requires.
+    fn required_service(&self) -> Result<String, ApiError> {
+        self.service
+            .clone()
+            .ok_or_else(|| bad("`service` is required"))
+    }
+
     fn bounds(&self, default_span_ns: u64) -> Result<(u64, u64, usize), ApiError> {
         let now = now_unix_ns();
         let to = match &self.to {
@@ -166,10 +173,7 @@ pub async fn windows(
     State(state): State<AppState>,
     Query(q): Query<Range>,
 ) -> Result<Response, ApiError> {
-    let service = q
-        .service
-        .clone()
-        .ok_or_else(|| bad("`service` is required"))?;
+    let service = q.required_service()?;
     let (from, to, limit) = q.bounds(60_000_000_000)?;
     let st = store(&state)?;
     let tick = state.cfg.tick_ns().max(1);
@@ -243,10 +247,7 @@ pub async fn trace_list(
     State(state): State<AppState>,
     Query(q): Query<Range>,
 ) -> Result<Response, ApiError> {
-    let service = q
-        .service
-        .clone()
-        .ok_or_else(|| bad("`service` is required"))?;
+    let service = q.required_service()?;
     let (from, to, limit) = q.bounds(3_600_000_000_000)?;
     let st = store(&state)?;
     let ids = blocking(move || Ok(st.traces_of(&service, from, to, limit)?)).await?;
