@@ -241,28 +241,11 @@ impl Rings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock;
     use crate::record::SpanKind;
     use std::sync::Arc;
 
     fn rec(id: u64) -> SpanRecord {
-        let now = clock::now();
-        SpanRecord {
-            trace_id: 1,
-            span_id: id,
-            parent_id: 0,
-            start: now,
-            end: now,
-            queue_wait_ns: 0,
-            blocked_ns: 0,
-            name: 0,
-            inflight: 1,
-            local_inflight: 1,
-            status: 200,
-            kind: SpanKind::Server,
-            flags: 0,
-            priority: 0,
-        }
+        SpanRecord::for_test(id, SpanKind::Server, 0)
     }
 
     #[test]

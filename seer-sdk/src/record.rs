@@ -73,4 +73,26 @@ impl SpanRecord {
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
+
+    /// A finished, healthy, zero-length server span for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(span_id: u64, kind: SpanKind, flags: u8) -> Self {
+        let now = crate::clock::now();
+        SpanRecord {
+            trace_id: 1,
+            span_id,
+            parent_id: 0,
+            start: now,
+            end: now,
+            queue_wait_ns: 0,
+            blocked_ns: 0,
+            name: 0,
+            inflight: 1,
+            local_inflight: 1,
+            status: 200,
+            kind,
+            flags,
+            priority: 0,
+        }
+    }
 }

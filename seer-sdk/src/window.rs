@@ -511,29 +511,12 @@ impl WindowCutter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock;
     use proptest::prelude::*;
 
     const TICK: u64 = 100;
 
     fn rec(kind: SpanKind, f: u8) -> SpanRecord {
-        let now = clock::now();
-        SpanRecord {
-            trace_id: 1,
-            span_id: 1,
-            parent_id: 0,
-            start: now,
-            end: now,
-            queue_wait_ns: 0,
-            blocked_ns: 0,
-            name: 0,
-            inflight: 1,
-            local_inflight: 1,
-            status: 200,
-            kind,
-            flags: f,
-            priority: 0,
-        }
+        SpanRecord::for_test(1, kind, f)
     }
 
     #[derive(Clone, Debug)]
