@@ -169,7 +169,19 @@ impl Drop for Children {
     }
 }
 
+/// A free loopback port for a service, chosen below the kernel's ephemeral range (32768 and up
+/// by default). A port the kernel hands out for port 0 is free only until the service binds it,
+/// and in between any outgoing connection on the machine may take it; ports below the range are
+/// never used for outgoing connections, so only an explicit bind can collide.
 fn free_port() -> Result<SocketAddr> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port: u16 = rng.random_range(20_000..32_000);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(l.local_addr()?);
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?)
 }
