@@ -2,7 +2,7 @@
 //! prediction poller, the actuator and the live display, all bounded in time and cleaned up on
 //! exit or Ctrl-C.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::IsTerminal;
 use std::net::{SocketAddr, TcpListener};
@@ -173,17 +173,24 @@ impl Drop for Children {
 /// by default). A port the kernel hands out for port 0 is free only until the service binds it,
 /// and in between any outgoing connection on the machine may take it; ports below the range are
 /// never used for outgoing connections, so only an explicit bind can collide.
+/// Ports already handed out by this process are never handed out again (the listener that
+/// proved a port free is closed before the service binds it, so the kernel could offer it twice).
 fn free_port() -> Result<SocketAddr> {
     use rand::Rng;
+    static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = rand::rng();
-    for _ in 0..200 {
+    for _ in 0..1000 {
         let port: u16 = rng.random_range(20_000..32_000);
+        if taken.contains(&port) {
+            continue;
+        }
         if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            taken.insert(port);
             return Ok(l.local_addr()?);
         }
     }
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
+    bail!("no free loopback port in 20000-31999")
 }
 
 fn unix_ns() -> u64 {
