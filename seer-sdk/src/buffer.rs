@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::record::SpanRecord;
-use crate::window::{EpAgg, IdMap, ThreadWindows};
+use crate::window::{ThreadWindows, TickAgg};
 
 /// How many pushes pass between two checks of a ring's fill level.
 const CHECK_EVERY: u32 = 64;
@@ -47,10 +47,12 @@ struct LocalRing {
     since_check: u32,
 }
 
+/// A thread's window accumulators, by recorder id.
+type LocalWindows = Vec<(u64, Arc<Mutex<ThreadWindows>>)>;
+
 thread_local! {
     static LOCAL: RefCell<Vec<LocalRing>> = const { RefCell::new(Vec::new()) };
-    static LOCAL_WINDOWS: RefCell<Vec<(u64, Arc<Mutex<ThreadWindows>>)>> =
-        const { RefCell::new(Vec::new()) };
+    static LOCAL_WINDOWS: RefCell<LocalWindows> = const { RefCell::new(Vec::new()) };
 }
 
 /// Per-thread window accumulators of one recorder. The recording thread locks its own
@@ -62,7 +64,7 @@ pub(crate) struct WindowRegistry {
 }
 
 /// What one collection found in the thread accumulators.
-pub(crate) type Collected = VecDeque<(u64, IdMap<EpAgg>)>;
+pub(crate) type Collected = VecDeque<TickAgg>;
 
 impl WindowRegistry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Mutex<ThreadWindows>>>> {
@@ -81,18 +83,17 @@ impl WindowRegistry {
                 let Ok(mut local) = local.try_borrow_mut() else {
                     return false;
                 };
-                let idx = match local.iter().position(|(o, _)| *o == owner) {
-                    Some(i) => i,
-                    None => {
-                        let w = Arc::new(Mutex::new(ThreadWindows::default()));
-                        self.lock().push(Arc::clone(&w));
-                        local.push((owner, w));
-                        local.len() - 1
-                    }
+                // Most threads record for one recorder: check the first entry before searching.
+                let idx = match local.first() {
+                    Some((o, _)) if *o == owner => 0,
+                    _ => self.find_or_register(&mut local, owner),
+                };
+                let Some((_, windows)) = local.get(idx) else {
+                    return false;
                 };
                 // Never wait: if the worker is collecting this very moment, the caller records
                 // through the ring instead.
-                match local[idx].1.try_lock() {
+                match windows.try_lock() {
                     Ok(mut g) => {
                         f(&mut g);
                         true
@@ -105,6 +106,17 @@ impl WindowRegistry {
                 }
             })
             .unwrap_or(false)
+    }
+
+    #[cold]
+    fn find_or_register(&self, local: &mut LocalWindows, owner: u64) -> usize {
+        if let Some(i) = local.iter().position(|(o, _)| *o == owner) {
+            return i;
+        }
+        let w = Arc::new(Mutex::new(ThreadWindows::default()));
+        self.lock().push(Arc::clone(&w));
+        local.push((owner, w));
+        local.len() - 1
     }
 
     /// Takes everything the threads accumulated; `f` gets each thread's ticks, its skipped

@@ -27,38 +27,86 @@ pub(crate) struct Interner {
     cap: usize,
 }
 
+/// Up to 8 bytes as a word, without a loop: two overlapping 4-byte reads from 4 bytes on, else
+/// the first, middle and last byte. Together with the length it identifies the bytes.
+#[inline(always)]
+fn small_word(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 4 {
+        let lo = b.first_chunk::<4>().map_or(0, |c| u32::from_le_bytes(*c));
+        let hi = b.last_chunk::<4>().map_or(0, |c| u32::from_le_bytes(*c));
+        (u64::from(hi) << 32) | u64::from(lo)
+    } else if n > 0 {
+        (u64::from(b[0]) << 16) | (u64::from(b[n / 2]) << 8) | u64::from(b[n - 1])
+    } else {
+        0
+    }
+}
+
+/// The 8 bytes of `b` from `at` as a little-endian word (0 if out of range).
+#[inline(always)]
+fn word_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..)
+        .and_then(<[u8]>::first_chunk::<8>)
+        .map_or(0, |c| u64::from_le_bytes(*c))
+}
+
+#[inline(always)]
+fn step(h: u64, w: u64) -> u64 {
+    (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
+/// Hashes `b` a word at a time (the tail as one overlapping word), its length included.
+#[inline(always)]
+fn mix(mut h: u64, b: &[u8]) -> u64 {
+    let n = b.len();
+    if n <= 8 {
+        return step(step(h, small_word(b)), n as u64);
+    }
+    let mut at = 0;
+    while at + 8 < n {
+        h = step(h, word_at(b, at));
+        at += 8;
+    }
+    step(step(h, word_at(b, n - 8)), n as u64)
+}
+
 #[inline]
 fn hash(method: &str, name: &str) -> u64 {
-    // FxHash over both parts with a separator; the result is forced odd so 0 marks an empty slot.
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = 0;
-    let mut mix = |bytes: &[u8]| {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    };
-    mix(method.as_bytes());
-    mix(&[0xff]);
-    mix(name.as_bytes());
-    h | 1
+    // FxHash-style words over both parts (lengths included, so the split is part of the key),
+    // then the high bits folded down, since the table is indexed by the low bits. Forced odd so
+    // that 0 marks an empty slot.
+    let h = mix(mix(0, method.as_bytes()), name.as_bytes());
+    (h ^ (h >> 29)) | 1
+}
+
+/// `a == b`, without a `memcmp` call for the short strings of endpoint names.
+#[inline(always)]
+fn eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n <= 8 {
+        small_word(a) == small_word(b)
+    } else if n <= 16 {
+        word_at(a, 0) == word_at(b, 0) && word_at(a, n - 8) == word_at(b, n - 8)
+    } else {
+        a == b
+    }
 }
 
 #[inline]
 fn matches(stored: &str, method: &str, name: &str) -> bool {
     if method.is_empty() {
-        return stored == name;
+        return eq_bytes(stored.as_bytes(), name.as_bytes());
     }
     let s = stored.as_bytes();
-    s.len() == method.len() + 1 + name.len()
-        && &s[..method.len()] == method.as_bytes()
-        && s[method.len()] == b' '
-        && &s[method.len() + 1..] == name.as_bytes()
+    let m = method.len();
+    s.len() == m + 1 + name.len()
+        && s[m] == b' '
+        && eq_bytes(&s[..m], method.as_bytes())
+        && eq_bytes(&s[m + 1..], name.as_bytes())
 }
 
 impl Interner {
@@ -190,6 +238,49 @@ mod tests {
         assert_eq!(&*t.name(t.overflow_id()), OVERFLOW_NAME);
         // "GET /a" as a bare name is a different key from method GET + "/a" only by hash
         // input; it must not alias a different stored name.
+        assert_eq!(t.intern("GET", "/a"), a);
+    }
+
+    #[test]
+    fn short_compare_matches_slice_eq() {
+        let words = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abcde",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "/users/{id}",
+            "/users/{ie}",
+            "xbc",
+            "abx",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(eq_bytes(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
+                let mut c = a.as_bytes().to_vec();
+                for i in 0..c.len() {
+                    c[i] ^= 1;
+                    assert!(!eq_bytes(a.as_bytes(), &c));
+                    c[i] ^= 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_is_part_of_the_key() {
+        let t = Interner::new(8);
+        let a = t.intern("GET", "/a");
+        let b = t.intern("GE", "T /a");
+        let c = t.intern("", "GET /a");
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(&*t.name(a), "GET /a");
         assert_eq!(t.intern("GET", "/a"), a);
     }
 

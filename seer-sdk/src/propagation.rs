@@ -64,95 +64,78 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Value of each lower-case hex digit; 0xff for anything else (upper case is invalid here).
-const UNHEX: [u8; 256] = {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Parses up to 16 hex digits without branching per digit; `None` if any is not lower hex.
-#[inline]
-fn parse_hex_u64(s: &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    let mut bad: u8 = 0;
-    for &c in s {
-        let d = UNHEX[usize::from(c)];
-        bad |= d;
-        v = (v << 4) | u64::from(d & 0xf);
-    }
-    (bad & 0xf0 == 0).then_some(v)
-}
-
-/// Eight ASCII bytes (big-endian: first character most significant) as their hex value, with a
-/// validity check: SWAR, no branches per digit.
-#[inline]
-fn hex8(w: u64) -> (u32, u64) {
+/// Eight ASCII bytes (big-endian: the first character most significant) as their hex value
+/// (in the low 32 bits) and a validity mask (0 iff all eight are lower-case hex digits): SWAR,
+/// no branch or table lookup per digit.
+///
+/// Each byte's nibble is its low four bits, plus 9 if bit 6 is set (a letter). A byte is a valid
+/// digit iff that nibble is at most 15 and encodes back to the byte (`'0' + n`, or `'a' + n - 10`
+/// above 9): the encoding maps 0..=15 onto exactly the 16 valid characters. Every per-byte sum
+/// below stays under 0x100, so no carry crosses into the next byte.
+#[inline(always)]
+fn hex8(w: u64) -> (u64, u64) {
     const ONES: u64 = 0x0101_0101_0101_0101;
-    let is_letter = (w & (0x40 * ONES)) >> 6; // 1 per byte whose bit 6 is set
-    let lo = w & (0x0f * ONES);
-    let val = lo + is_letter * 9; // per byte: 0..=24, valid ones 0..=15
-    // Digits must be 0x30..=0x39, letters 0x61..=0x66.
-    let bad_hi = (w & (0xf0 * ONES)) ^ (0x30 * ONES + is_letter * 0x30);
-    let bad_range = (val + (ONES - is_letter) * 6) & (0x10 * ONES);
-    let lo_zero = !(lo + 0x0f * ONES) & (0x10 * ONES);
-    let bad_letter_zero = (lo_zero >> 4) & is_letter;
-    let bad = bad_hi | bad_range | bad_letter_zero;
-    let mut v = val;
+    let letter = (w >> 6) & ONES;
+    let n = (w & (0x0f * ONES)) + letter * 9; // each byte <= 24
+    let above9 = ((n + 0x76 * ONES) >> 7) & ONES;
+    let encoded = n + 0x30 * ONES + above9 * 39; // 39 = 'a' - '0' - 10
+    let bad = (encoded ^ w) | ((n + 0x70 * ONES) & (0x80 * ONES));
+    let mut v = n;
     v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
     v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
     v = (v | (v >> 16)) & 0x0000_0000_ffff_ffff;
-    (v as u32, bad)
+    (v, bad)
 }
 
-/// Sixteen lower-case hex digits as a u64.
-#[inline]
-fn hex16(s: &[u8]) -> Option<u64> {
-    let (a, b) = s.split_at_checked(8)?;
-    let a = u64::from_be_bytes(a.try_into().ok()?);
-    let b = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
-    let (ha, bad_a) = hex8(a);
-    let (hb, bad_b) = hex8(b);
-    ((bad_a | bad_b) == 0).then_some((u64::from(ha) << 32) | u64::from(hb))
+/// The eight bytes of `h` at `at..at + 8` as a big-endian word (`at` is a constant at every
+/// call, so the bounds are checked at compile time).
+#[inline(always)]
+fn word(h: &[u8; TRACEPARENT_LEN], at: usize) -> u64 {
+    h.get(at..at + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 /// Parses a `traceparent` header value. Returns `None` for anything malformed: wrong length or
 /// separators, non-lower-hex digits, version `ff`, all-zero ids, or a version-00 value with
 /// trailing data. Higher versions are parsed by their version-00 prefix, as the spec asks.
 pub fn parse_traceparent(value: &[u8]) -> Option<SpanContext> {
-    if value.len() < TRACEPARENT_LEN {
+    let h: &[u8; TRACEPARENT_LEN] = value.get(..TRACEPARENT_LEN)?.try_into().ok()?;
+    if h[2] != b'-' || h[35] != b'-' || h[52] != b'-' {
         return None;
     }
-    let version = parse_hex_u64(&value[0..2])?;
-    if version == 0xff || (version == 0 && value.len() != TRACEPARENT_LEN) {
+    let (t0, b0) = hex8(word(h, 3));
+    let (t1, b1) = hex8(word(h, 11));
+    let (t2, b2) = hex8(word(h, 19));
+    let (t3, b3) = hex8(word(h, 27));
+    let (s0, b4) = hex8(word(h, 36));
+    let (s1, b5) = hex8(word(h, 44));
+    // Version and flags in one word: "0000vvff".
+    let (vf, b6) = hex8(u64::from_be_bytes([
+        b'0', b'0', b'0', b'0', h[0], h[1], h[53], h[54],
+    ]));
+    if b0 | b1 | b2 | b3 | b4 | b5 | b6 != 0 {
         return None;
     }
-    if version > 0 && value.len() > TRACEPARENT_LEN && value[TRACEPARENT_LEN] != b'-' {
+    let version = vf >> 8;
+    let rest = &value[TRACEPARENT_LEN..];
+    if version == 0xff
+        || (version == 0 && !rest.is_empty())
+        || rest.first().is_some_and(|&c| c != b'-')
+    {
         return None;
     }
-    if value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+    let trace = (u128::from((t0 << 32) | t1) << 64) | u128::from((t2 << 32) | t3);
+    let span = (s0 << 32) | s1;
+    if trace == 0 || span == 0 {
         return None;
     }
-    let hi = hex16(&value[3..19])?;
-    let lo = hex16(&value[19..35])?;
-    let span = hex16(&value[36..52])?;
-    let flags = u8::try_from(parse_hex_u64(&value[53..55])?).ok()?;
-    let ctx = SpanContext {
-        trace_id: TraceId((u128::from(hi) << 64) | u128::from(lo)),
+    Some(SpanContext {
+        trace_id: TraceId(trace),
         span_id: SpanId(span),
-        flags,
+        flags: vf as u8,
         is_remote: true,
-    };
-    ctx.is_valid().then_some(ctx)
+    })
 }
 
 #[cfg(test)]
@@ -161,6 +144,23 @@ mod tests {
     use proptest::prelude::*;
 
     const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// Reference decoder: one digit at a time; `None` unless all are lower-case hex.
+    fn hex_ref(s: &[u8]) -> Option<u64> {
+        s.iter().try_fold(0u64, |v, &c| {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            };
+            Some((v << 4) | u64::from(d))
+        })
+    }
+
+    fn hex8_checked(s: &[u8]) -> Option<u64> {
+        let (v, bad) = hex8(u64::from_be_bytes(s.try_into().unwrap()));
+        (bad == 0).then_some(v)
+    }
 
     #[test]
     fn parses_the_spec_example() {
@@ -190,6 +190,17 @@ mod tests {
     }
 
     #[test]
+    fn swar_hex_agrees_on_every_byte() {
+        for c in 0..=255u8 {
+            for pos in 0..8 {
+                let mut s = *b"0a1b2c3d";
+                s[pos] = c;
+                assert_eq!(hex8_checked(&s), hex_ref(&s), "byte {c:#x} at {pos}");
+            }
+        }
+    }
+
+    #[test]
     fn future_versions_parse_by_prefix() {
         let v = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future";
         assert!(parse_traceparent(v.as_bytes()).is_some());
@@ -197,16 +208,16 @@ mod tests {
 
     proptest! {
         #[test]
-        fn swar_hex_matches_the_table(bytes in proptest::collection::vec(
+        fn swar_hex_matches_the_reference(bytes in proptest::collection::vec(
             prop_oneof![Just(b'0'), Just(b'9'), Just(b'a'), Just(b'f'), Just(b'g'), Just(b'A'),
-                        Just(b'`'), Just(b'/'), Just(b':'), Just(b'F'), any::<u8>()], 16)) {
-            prop_assert_eq!(hex16(&bytes), parse_hex_u64(&bytes));
+                        Just(b'`'), Just(b'/'), Just(b':'), Just(b'F'), any::<u8>()], 8)) {
+            prop_assert_eq!(hex8_checked(&bytes), hex_ref(&bytes));
         }
 
         #[test]
-        fn swar_hex_decodes_valid_digits(v in any::<u64>()) {
-            let s = format!("{v:016x}");
-            prop_assert_eq!(hex16(s.as_bytes()), Some(v));
+        fn swar_hex_decodes_valid_digits(v in any::<u32>()) {
+            let s = format!("{v:08x}");
+            prop_assert_eq!(hex8_checked(s.as_bytes()), Some(u64::from(v)));
         }
 
         #[test]

@@ -17,6 +17,7 @@ use crate::limit::{LimiterConfig, LimiterMode};
 use crate::propagation::{FLAG_SAMPLED, SpanContext};
 use crate::record::{SpanKind, SpanRecord, flags};
 use crate::sync::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use crate::window::ServerSample;
 
 /// An interned endpoint (or span name) id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,6 +44,9 @@ pub(crate) struct EndpointGauges {
 /// Live gauges of the whole service.
 #[derive(Debug, Default)]
 pub(crate) struct ServiceGauges {
+    /// Requests in flight, counted only while an in-flight cap can apply (see
+    /// `Inner::count_inflight`); the service's in-flight gauge is otherwise the sum of the
+    /// endpoints'.
     pub(crate) inflight: AtomicI64,
     /// Requests parked in the inner service's `poll_ready`.
     pub(crate) queued: AtomicI64,
@@ -84,6 +88,13 @@ pub(crate) struct Inner {
     /// Current local limiter limit; 0 when no limiter runs.
     pub(crate) limit: AtomicU32,
     limiter_always: bool,
+    /// Whether requests count in the service-wide in-flight counter `svc.inflight`: only when an
+    /// in-flight cap can apply (a configured cap, a limiter, or advice that carried a cap; set
+    /// once and never cleared). Otherwise a request touches only its endpoint's gauges, and the
+    /// service's in-flight is the sum of the endpoints'.
+    pub(crate) count_inflight: AtomicBool,
+    /// `cfg.tick_ns`, at least 1.
+    tick_ns: u64,
     pub(crate) worker: OnceLock<Thread>,
     wake_pending: AtomicBool,
     drop_logged: AtomicBool,
@@ -154,8 +165,8 @@ pub struct Shed {
 /// its gauges.
 #[derive(Debug)]
 pub struct ServerSpan {
+    /// The request context (its span identity, endpoint and recorder); `None` once finished.
     cx: Option<Context>,
-    span: SpanContext,
     parent_id: u64,
     start: Instant,
     queue_wait_ns: u64,
@@ -163,6 +174,8 @@ pub struct ServerSpan {
     local_inflight: u32,
     priority: u8,
     remote_parent: bool,
+    /// Whether the request counts in the service-wide in-flight counter.
+    svc_counted: bool,
 }
 
 /// One outgoing call, recorded as a client span; it marks the calling request as blocked on a
@@ -209,6 +222,10 @@ impl Recorder {
                 advice: AdviceCell::default(),
                 limit: AtomicU32::new(limit),
                 limiter_always,
+                count_inflight: AtomicBool::new(
+                    cfg.max_in_flight.is_some() || cfg.limiter.is_some(),
+                ),
+                tick_ns: cfg.tick_ns.max(1),
                 worker: OnceLock::new(),
                 wake_pending: AtomicBool::new(false),
                 drop_logged: AtomicBool::new(false),
@@ -269,12 +286,31 @@ impl Recorder {
 
     /// Stores advice as if the collector had sent it (tests, or advice from another source).
     pub fn set_advice(&self, advice: Advice) {
-        self.inner.advice.store(advice, &[0; 256]);
+        self.store_advice(advice, &[0; 256]);
     }
 
-    /// Requests currently in flight in the whole service.
+    /// Stores advice for the priority mix `mix`. Advice with an in-flight cap turns on the
+    /// service-wide in-flight counter first (for good).
+    pub(crate) fn store_advice(&self, advice: Advice, mix: &[u64; 256]) {
+        if advice.max_in_flight.is_some_and(|m| m > 0) {
+            self.inner.count_inflight.store(true, Ordering::Relaxed);
+        }
+        self.inner.advice.store(advice, mix);
+    }
+
+    /// Requests currently in flight in the whole service (the sum over its endpoints).
     pub fn in_flight(&self) -> i64 {
-        self.inner.svc.inflight.load(Ordering::Relaxed)
+        let n: u64 = self
+            .inner
+            .gauges
+            .iter()
+            .map(|g| {
+                g.arrivals
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(g.departures.load(Ordering::Relaxed))
+            })
+            .sum();
+        i64::try_from(n).unwrap_or(i64::MAX)
     }
 
     /// Requests currently parked in the inner service's `poll_ready` (the layer's queue).
@@ -354,30 +390,40 @@ impl Recorder {
         v
     }
 
-    /// Counts a server record in this thread's window stats and pushes it to the ring only if
-    /// it is kept for export (sampled, error, shed or slow), so most requests cost no
-    /// cross-thread traffic.
+    /// Counts a server request in this thread's window stats and builds and pushes its record
+    /// to the ring only if it is kept for export (sampled, error, shed or slow), so most
+    /// requests cost no record and no cross-thread traffic.
     #[inline]
-    fn emit_server(&self, mut rec: SpanRecord) {
-        let dur = clock::nanos_between(rec.start, rec.end);
-        let slow = self.slow_threshold(rec.name);
-        let keep = rec.flags & (flags::SAMPLED | flags::ERROR | flags::SHED) != 0
-            || (slow > 0 && dur > slow && !rec.has(flags::CANCELLED));
-        let end_unix = rec.end.as_unix_nanos(&self.inner.anchor);
-        let tick_ns = self.inner.cfg.tick_ns.max(1);
-        let windowed = self.inner.windows.with(self.inner.id, |w| {
-            let tick = w.tick_of(end_unix, tick_ns);
-            w.add(tick, &rec, dur);
-            if !keep {
-                w.skipped += 1;
-            }
+    fn emit_server(
+        &self,
+        name: u32,
+        priority: u8,
+        end: Instant,
+        s: &ServerSample,
+        record: impl FnOnce() -> SpanRecord,
+    ) {
+        let inner = self.inner;
+        let slow = self.slow_threshold(name);
+        let keep = s.flags & (flags::SAMPLED | flags::ERROR | flags::SHED) != 0
+            || (slow > 0 && s.dur_ns > slow && s.flags & flags::CANCELLED == 0);
+        let windowed = inner.windows.with(inner.id, |w| {
+            let tick = w.tick_at(end, &inner.anchor, inner.tick_ns);
+            w.add(tick, name, priority, s);
+            w.skipped += u64::from(!keep);
         });
         if !windowed {
-            self.push(rec); // the worker counts it
+            self.push(record()); // the worker counts it
         } else if keep {
+            let mut rec = record();
             rec.flags |= flags::WINDOWED;
             self.push(rec);
         }
+    }
+
+    /// [`Recorder::emit_server`] for a complete record.
+    fn emit_server_record(&self, rec: SpanRecord) {
+        let s = ServerSample::of(&rec, clock::nanos_between(rec.start, rec.end));
+        self.emit_server(rec.name, rec.priority, rec.end, &s, || rec);
     }
 
     #[cold]
@@ -432,7 +478,12 @@ impl Recorder {
         let arrivals = g.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
         let inflight = arrivals.saturating_sub(g.departures.load(Ordering::Relaxed));
         let blocked = g.blocked.load(Ordering::Relaxed).max(0) as u64;
-        let svc_inflight = inner.svc.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        let svc_counted = inner.count_inflight.load(Ordering::Relaxed);
+        let svc_inflight = if svc_counted {
+            inner.svc.inflight.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
 
         let trace_id = parent.map_or_else(TraceId::random, |p| p.trace_id);
         let span = SpanContext {
@@ -457,7 +508,7 @@ impl Recorder {
             if parent.is_some() {
                 f |= flags::REMOTE_PARENT;
             }
-            self.emit_server(SpanRecord {
+            self.emit_server_record(SpanRecord {
                 trace_id: trace_id.0,
                 span_id: span.span_id.0,
                 parent_id: parent.map_or(0, |p| p.span_id.0),
@@ -474,7 +525,9 @@ impl Recorder {
                 priority,
             });
             g.departures.fetch_add(1, Ordering::Relaxed);
-            inner.svc.inflight.fetch_sub(1, Ordering::Relaxed);
+            if svc_counted {
+                inner.svc.inflight.fetch_sub(1, Ordering::Relaxed);
+            }
             return Err(Shed {
                 reason,
                 retry_after: inner.cfg.retry_after,
@@ -483,7 +536,6 @@ impl Recorder {
         }
         Ok(ServerSpan {
             cx: Some(Context::new(span, endpoint.0, *self)),
-            span,
             parent_id: parent.map_or(0, |p| p.span_id.0),
             start,
             queue_wait_ns,
@@ -491,6 +543,7 @@ impl Recorder {
             local_inflight: local,
             priority,
             remote_parent: parent.is_some(),
+            svc_counted,
         })
     }
 
@@ -612,7 +665,7 @@ impl Recorder {
             priority: crate::advice::DEFAULT_PRIORITY,
         };
         if s.kind == SpanKind::Server && !s.named {
-            self.emit_server(rec);
+            self.emit_server_record(rec);
         } else {
             self.push(rec);
         }
@@ -636,9 +689,12 @@ impl Recorder {
 }
 
 impl ServerSpan {
-    /// The span identity of this request (to propagate downstream).
+    /// The span identity of this request (to propagate downstream). Invalid (all zero) only if
+    /// the context was taken out of [`ServerSpan::context_slot`] and not put back.
     pub fn span_context(&self) -> SpanContext {
-        self.span
+        self.cx
+            .as_ref()
+            .map_or_else(SpanContext::default, |c| c.span)
     }
 
     /// The request context slot, to [`context::enter`] while polling the handler.
@@ -668,27 +724,36 @@ impl ServerSpan {
             return;
         };
         let end = clock::now();
-        let recorder = &cx.recorder;
+        let recorder = cx.recorder;
         let (mut blocked_ns, mut queue_ns) = (0, 0);
         if let Some(st) = &cx.state {
-            Context::finish_state(st, recorder, cx.endpoint, end);
+            Context::finish_state(st, &recorder, cx.endpoint, end);
             blocked_ns = st.blocked_ns.load(Ordering::Relaxed);
             queue_ns = st.queue_ns.load(Ordering::Relaxed);
         }
         let mut f = extra;
-        if self.span.is_sampled() {
+        if cx.span.is_sampled() {
             f |= flags::SAMPLED;
         }
         if self.remote_parent {
             f |= flags::REMOTE_PARENT;
         }
-        recorder.emit_server(SpanRecord {
-            trace_id: self.span.trace_id.0,
-            span_id: self.span.span_id.0,
+        let sample = ServerSample {
+            flags: f,
+            dur_ns: clock::nanos_between(self.start, end),
+            blocked_ns,
+            queue_wait_ns: self.queue_wait_ns + queue_ns,
+            inflight: self.inflight,
+            local_inflight: self.local_inflight,
+        };
+        let span = cx.span;
+        recorder.emit_server(cx.endpoint, self.priority, end, &sample, || SpanRecord {
+            trace_id: span.trace_id.0,
+            span_id: span.span_id.0,
             parent_id: self.parent_id,
             start: self.start,
             end,
-            queue_wait_ns: self.queue_wait_ns + queue_ns,
+            queue_wait_ns: sample.queue_wait_ns,
             blocked_ns,
             name: cx.endpoint,
             inflight: self.inflight,
@@ -702,7 +767,9 @@ impl ServerSpan {
             .gauges(cx.endpoint)
             .departures
             .fetch_add(1, Ordering::Relaxed);
-        recorder.inner.svc.inflight.fetch_sub(1, Ordering::Relaxed);
+        if self.svc_counted {
+            recorder.inner.svc.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

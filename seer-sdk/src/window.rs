@@ -11,9 +11,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
 
 use seer_proto::{EndpointWindow, Histogram};
 
+use crate::clock::{Anchor, Instant};
 use crate::limit::TickSample;
 use crate::record::{SpanKind, SpanRecord, flags};
 
@@ -40,17 +42,18 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 
-/// A running mean and maximum of gauge samples.
+/// A running mean and maximum of gauge samples (integer sums: no float conversion per sample).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct GaugeStat {
-    sum: f64,
+    sum: u64,
     n: u64,
     max: u64,
 }
 
 impl GaugeStat {
+    #[inline]
     pub(crate) fn add(&mut self, v: u64) {
-        self.sum += v as f64;
+        self.sum = self.sum.saturating_add(v);
         self.n += 1;
         self.max = self.max.max(v);
     }
@@ -59,7 +62,7 @@ impl GaugeStat {
         if self.n == 0 {
             0.0
         } else {
-            self.sum / self.n as f64
+            self.sum as f64 / self.n as f64
         }
     }
 
@@ -68,7 +71,7 @@ impl GaugeStat {
     }
 
     fn merge(&mut self, o: &GaugeStat) {
-        self.sum += o.sum;
+        self.sum = self.sum.saturating_add(o.sum);
         self.n += o.n;
         self.max = self.max.max(o.max);
     }
@@ -84,8 +87,9 @@ pub(crate) struct FastHist {
 }
 
 impl FastHist {
+    /// The bucket of `v`.
     #[inline]
-    fn index(v: u64) -> usize {
+    pub(crate) fn index(v: u64) -> usize {
         let v = v.max(1);
         if v < 256 {
             return v as usize;
@@ -104,10 +108,21 @@ impl FastHist {
 
     #[inline]
     pub(crate) fn record(&mut self, v: u64) {
-        let i = Self::index(v);
-        if i >= self.counts.len() {
-            self.counts.resize(i + 1, 0);
+        self.record_at(Self::index(v));
+    }
+
+    /// Counts one value in bucket `i` (from [`FastHist::index`]).
+    #[inline]
+    pub(crate) fn record_at(&mut self, i: usize) {
+        match self.counts.get_mut(i) {
+            Some(c) => *c += 1,
+            None => self.grow_and_record(i),
         }
+    }
+
+    #[cold]
+    fn grow_and_record(&mut self, i: usize) {
+        self.counts.resize(i + 1, 0);
         self.counts[i] += 1;
     }
 
@@ -146,34 +161,78 @@ pub(crate) struct EpAgg {
     queue_wait: FastHist,
 }
 
+/// What the window stats need of one server request: its outcome, timings in ns and the gauges
+/// read at its arrival.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServerSample {
+    /// [`flags`] bits (only SHED, CANCELLED and ERROR matter here).
+    pub(crate) flags: u8,
+    pub(crate) dur_ns: u64,
+    pub(crate) blocked_ns: u64,
+    pub(crate) queue_wait_ns: u64,
+    pub(crate) inflight: u32,
+    pub(crate) local_inflight: u32,
+}
+
+impl ServerSample {
+    /// The sample of a server record.
+    pub(crate) fn of(rec: &SpanRecord, dur_ns: u64) -> Self {
+        Self {
+            flags: rec.flags,
+            dur_ns,
+            blocked_ns: rec.blocked_ns,
+            queue_wait_ns: rec.queue_wait_ns,
+            inflight: rec.inflight,
+            local_inflight: rec.local_inflight,
+        }
+    }
+}
+
 impl EpAgg {
     /// Adds one server record.
     #[inline]
     pub(crate) fn add(&mut self, rec: &SpanRecord) {
-        self.add_timed(rec, crate::clock::nanos_between(rec.start, rec.end));
+        self.add_sample(&ServerSample::of(
+            rec,
+            crate::clock::nanos_between(rec.start, rec.end),
+        ));
     }
 
-    /// [`EpAgg::add`] with the record's duration already known (`dur` must be
-    /// `nanos_between(rec.start, rec.end)`), so the hot path converts clock ticks once.
+    /// Adds one server request.
     #[inline]
-    pub(crate) fn add_timed(&mut self, rec: &SpanRecord, dur: u64) {
-        self.inflight.add(u64::from(rec.inflight));
-        self.local.add(u64::from(rec.local_inflight));
-        if rec.has(flags::SHED) {
-            self.shed += 1;
-            return;
-        }
-        if rec.has(flags::CANCELLED) {
-            self.cancelled += 1;
+    pub(crate) fn add_sample(&mut self, s: &ServerSample) {
+        self.inflight.add(u64::from(s.inflight));
+        self.local.add(u64::from(s.local_inflight));
+        if s.flags & (flags::SHED | flags::CANCELLED) != 0 {
+            if s.flags & flags::SHED != 0 {
+                self.shed += 1;
+            } else {
+                self.cancelled += 1;
+            }
             return;
         }
         self.completions += 1;
-        if rec.has(flags::ERROR) {
-            self.errors += 1;
+        self.errors += u64::from(s.flags & flags::ERROR != 0);
+        // Most requests block on nothing: their self latency is their latency, one bucket
+        // index for both.
+        let i = FastHist::index(s.dur_ns);
+        self.latency.record_at(i);
+        if s.blocked_ns == 0 {
+            self.self_latency.record_at(i);
+        } else {
+            self.self_latency
+                .record(s.dur_ns.saturating_sub(s.blocked_ns));
         }
-        self.latency.record(dur);
-        self.self_latency.record(dur.saturating_sub(rec.blocked_ns));
-        self.queue_wait.record(rec.queue_wait_ns);
+        self.queue_wait.record(s.queue_wait_ns);
+    }
+
+    /// Whether nothing was added.
+    fn is_empty(&self) -> bool {
+        self.completions == 0
+            && self.shed == 0
+            && self.cancelled == 0
+            && self.inflight.n == 0
+            && self.queue.n == 0
     }
 
     fn clear(&mut self) {
@@ -205,15 +264,34 @@ impl EpAgg {
     }
 }
 
+/// The window stats one thread accumulated for one tick: per endpoint, indexed by endpoint id
+/// (ids are small and dense), so the hot path indexes instead of hashing.
+#[derive(Debug, Default)]
+pub(crate) struct TickAgg {
+    pub(crate) tick: u64,
+    pub(crate) eps: Vec<EpAgg>,
+}
+
+impl TickAgg {
+    /// The endpoints with stats, by id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &EpAgg)> {
+        self.eps
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !a.is_empty())
+            .map(|(i, a)| (u32::try_from(i).unwrap_or(u32::MAX), a))
+    }
+}
+
 /// Window stats one recording thread accumulated since the worker last collected them, by tick.
 /// Kept per thread so that the hot path touches no memory shared with other threads.
 #[derive(Debug)]
 pub(crate) struct ThreadWindows {
-    ticks: VecDeque<(u64, IdMap<EpAgg>)>,
-    /// Emptied aggregates and maps handed back by the worker, reused so that the hot path does
-    /// not allocate in the steady state.
-    spare: Vec<EpAgg>,
-    spare_maps: Vec<IdMap<EpAgg>>,
+    /// Oldest first; a thread's requests end in order, so they land in the last one.
+    ticks: VecDeque<TickAgg>,
+    /// Emptied ticks handed back by the worker, reused so that the hot path does not allocate
+    /// in the steady state.
+    spare: Vec<TickAgg>,
     /// Server records counted here and not pushed to the ring (not kept for export).
     pub(crate) skipped: u64,
     /// Admission priorities of the server records counted here.
@@ -221,6 +299,9 @@ pub(crate) struct ThreadWindows {
     /// The last tick computed by [`ThreadWindows::tick_of`] and its span `[start, end)` in unix
     /// ns, so that most requests skip the 64-bit division.
     last_tick: (u64, u64, u64),
+    /// The same tick as clock instants `[start, end)`, so that most requests skip the
+    /// conversion to unix time too.
+    last_instants: Option<(u64, Instant, Instant)>,
 }
 
 impl Default for ThreadWindows {
@@ -228,10 +309,10 @@ impl Default for ThreadWindows {
         Self {
             ticks: VecDeque::new(),
             spare: Vec::new(),
-            spare_maps: Vec::new(),
             skipped: 0,
             priorities: Box::new([0; 256]),
             last_tick: (0, 0, 0),
+            last_instants: None,
         }
     }
 }
@@ -250,46 +331,92 @@ impl ThreadWindows {
         tick
     }
 
-    /// Adds one server record that ended in `tick`; `dur` is its duration in ns.
+    /// The tick of the clock instant `at` (unix time by `anchor`, ticks of `tick_ns >= 1`), cached
+    /// as an instant range so that most requests compare two instants and convert nothing.
     #[inline]
-    pub(crate) fn add(&mut self, tick: u64, rec: &SpanRecord, dur: u64) {
-        self.priorities[usize::from(rec.priority)] += 1;
-        let Self {
-            ticks,
-            spare,
-            spare_maps,
-            ..
-        } = self;
-        let map = match ticks.iter_mut().rev().find(|(t, _)| *t == tick) {
-            Some((_, m)) => m,
+    pub(crate) fn tick_at(&mut self, at: Instant, anchor: &Anchor, tick_ns: u64) -> u64 {
+        if let Some((tick, start, end)) = self.last_instants
+            && at >= start
+            && at < end
+        {
+            return tick;
+        }
+        self.tick_at_slow(at, anchor, tick_ns)
+    }
+
+    #[cold]
+    fn tick_at_slow(&mut self, at: Instant, anchor: &Anchor, tick_ns: u64) -> u64 {
+        let unix = at.as_unix_nanos(anchor);
+        let tick = self.tick_of(unix, tick_ns);
+        let (_, start_unix, end_unix) = self.last_tick;
+        // The tick's bounds as instants, from `at` (conversions round: keep a 1 ns margin inside
+        // the tick so that a cached answer never disagrees with the division).
+        let into = Duration::from_nanos(unix - start_unix);
+        let left = Duration::from_nanos(end_unix - unix);
+        self.last_instants = match (
+            at.checked_sub(into.saturating_sub(Duration::from_nanos(1))),
+            at.checked_add(left.saturating_sub(Duration::from_nanos(1))),
+        ) {
+            (Some(s), Some(e)) if s <= at && at < e => Some((tick, s, e)),
+            _ => None,
+        };
+        tick
+    }
+
+    /// Adds one server request that ended in `tick`.
+    #[inline]
+    pub(crate) fn add(&mut self, tick: u64, endpoint: u32, priority: u8, s: &ServerSample) {
+        self.priorities[usize::from(priority)] += 1;
+        if let Some(t) = self.ticks.back_mut()
+            && t.tick == tick
+            && let Some(agg) = t.eps.get_mut(endpoint as usize)
+        {
+            agg.add_sample(s);
+            return;
+        }
+        self.slot(tick, endpoint).add_sample(s);
+    }
+
+    /// The aggregate of `endpoint` in `tick`, made on first use.
+    #[cold]
+    fn slot(&mut self, tick: u64, endpoint: u32) -> &mut EpAgg {
+        let Self { ticks, spare, .. } = self;
+        let idx = match ticks.iter().rposition(|t| t.tick == tick) {
+            Some(i) => i,
             None => {
-                ticks.push_back((tick, spare_maps.pop().unwrap_or_default()));
-                let last = ticks.len() - 1;
-                &mut ticks[last].1
+                let mut t = spare.pop().unwrap_or_default();
+                t.tick = tick;
+                // Keep ticks ordered (a record from other instrumentation may end earlier).
+                let at = ticks.partition_point(|o| o.tick < tick);
+                ticks.insert(at, t);
+                at
             }
         };
-        map.entry(rec.name)
-            .or_insert_with(|| spare.pop().unwrap_or_default())
-            .add_timed(rec, dur);
+        let eps = &mut ticks[idx].eps;
+        let i = endpoint as usize;
+        if eps.len() <= i {
+            eps.resize_with(i + 1, EpAgg::default);
+        }
+        &mut eps[i]
     }
 
     /// Everything accumulated so far.
-    pub(crate) fn take(&mut self) -> VecDeque<(u64, IdMap<EpAgg>)> {
+    pub(crate) fn take(&mut self) -> VecDeque<TickAgg> {
         std::mem::take(&mut self.ticks)
     }
 
-    /// Takes back collected aggregates, emptied, for reuse (a bounded number).
-    pub(crate) fn recycle(&mut self, collected: VecDeque<(u64, IdMap<EpAgg>)>) {
-        for (_, mut map) in collected {
-            for (_, mut agg) in map.drain() {
-                if self.spare.len() < 64 {
-                    agg.clear();
-                    self.spare.push(agg);
+    /// Takes back collected ticks, emptied, for reuse (a bounded number).
+    pub(crate) fn recycle(&mut self, collected: VecDeque<TickAgg>) {
+        for mut t in collected {
+            if self.spare.len() >= 4 {
+                break;
+            }
+            for a in &mut t.eps {
+                if !a.is_empty() {
+                    a.clear();
                 }
             }
-            if self.spare_maps.len() < 8 {
-                self.spare_maps.push(map);
-            }
+            self.spare.push(t);
         }
     }
 }
@@ -385,11 +512,11 @@ impl WindowCutter {
         self.slot(tick).eps.entry(rec.name).or_default().add(rec);
     }
 
-    /// Merges what one thread accumulated for `tick` (an already cut tick rolls forward).
-    pub(crate) fn merge(&mut self, tick: u64, eps: &IdMap<EpAgg>) {
-        let t = self.slot(tick);
-        for (id, agg) in eps {
-            t.eps.entry(*id).or_default().merge(agg);
+    /// Merges what one thread accumulated for a tick (an already cut tick rolls forward).
+    pub(crate) fn merge(&mut self, agg: &TickAgg) {
+        let t = self.slot(agg.tick);
+        for (id, a) in agg.iter() {
+            t.eps.entry(id).or_default().merge(a);
         }
     }
 

@@ -275,8 +275,8 @@ impl<E: Exporter> ExportWorker<E> {
         // Window stats the recording threads accumulated themselves.
         let mut skipped = 0;
         recorder.inner.windows.collect(|ticks, sk, prio| {
-            for (tick, eps) in ticks {
-                self.cutter.merge(*tick, eps);
+            for t in ticks {
+                self.cutter.merge(t);
             }
             skipped += sk;
             for (m, p) in self.prio_mix.iter_mut().zip(prio.iter()) {
@@ -537,7 +537,7 @@ impl<E: Exporter> ExportWorker<E> {
 fn apply_advice(recorder: Recorder, advice: Option<AdviceReply>, mix: &[u64; 256]) {
     if let Some(a) = advice {
         recorder.inner.counters.add_advice();
-        recorder.inner.advice.store(Advice::from(a), mix);
+        recorder.store_advice(Advice::from(a), mix);
     }
 }
 
