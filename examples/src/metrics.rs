@@ -12,9 +12,10 @@
 //!   is the injected one); the first tick naming the injected service (time to culprit); the
 //!   resource named with it (resource accuracy, over faults whose resource is in the
 //!   collector's vocabulary: cpu, memory, downstream).
-//! - **gradual detection**: the first violation tick `v` of the fault window in the `off` run;
-//!   detected when a named tick came at least one tick before `v` (lead = `v` - that tick).
-//!   Faults that caused no violation in the `off` run are not counted.
+//! - **gradual detection**: the first violation onset `v` in the fault window of the `off` run
+//!   (a violation tick after a tick without one; a violation already in progress when the fault
+//!   began is not the fault's); detected when a named tick came at least one tick before `v`
+//!   (lead = `v` - that tick). Faults that caused no violation in the `off` run are not counted.
 //! - **avoided**: the fault caused a violation in the `off` run and none in this run.
 //! - **recovery**: seconds from the first to the last violation tick of the window (0 if none).
 
@@ -218,9 +219,12 @@ pub fn evaluate_faults(r: &RunRecord, reference: &RunRecord) -> Vec<FaultEval> {
                     .find(|(n, _)| n == &f.service)
                     .map(|(_, res)| (i, res.clone()))
             });
-            let ref_v = window
-                .clone()
-                .find(|i| ref_viol.get(*i).copied().unwrap_or(false));
+            // The first violation *onset* in the window: a violation already in progress when
+            // the fault began (the tail of an earlier fault, or a stall) was not caused by it.
+            let ref_v = window.clone().find(|i| {
+                ref_viol.get(*i).copied().unwrap_or(false)
+                    && !(*i > 0 && ref_viol.get(*i - 1).copied().unwrap_or(false))
+            });
             // The first named tick before the reference violation (from the fault's start).
             let lead = ref_v.and_then(|v| {
                 (s..=v)
@@ -480,6 +484,20 @@ mod tests {
             service_states: Default::default(),
             notes: vec![],
         }
+    }
+
+    #[test]
+    fn a_violation_in_progress_at_the_fault_start_is_not_the_faults() {
+        // Off: an earlier episode runs from tick 90 to 105 (the fault starts at 100), then the
+        // fault's own violation begins at 200.
+        let off = record(&[(90, 105), (200, 260)], &[(150, 260, "text")], 500);
+        let (_, evals) = summarize(&off, None, 10);
+        assert_eq!(evals[0].ref_violation_tick, Some(100));
+        // An episode covering the whole window has no onset in it: not caused by the fault.
+        let off = record(&[(90, 400)], &[], 500);
+        let (s, evals) = summarize(&off, None, 10);
+        assert_eq!(evals[0].ref_violation_tick, None);
+        assert_eq!(s.gradual.detection_rate, None);
     }
 
     #[test]
