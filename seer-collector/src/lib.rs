@@ -35,6 +35,8 @@
 //! - [`store`]: the redb store and its group-commit writer thread.
 //! - [`serve`]: the HTTP router, JSON API and auth.
 //! - [`pipeline`]: the threads wired together; [`agent`]: forwarding to a central collector.
+//! - [`replay`]: a recorded run's stored windows replayed through a predictor and scored
+//!   offline (`seer-collector replay`).
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -45,6 +47,7 @@ pub mod ingest;
 pub mod internal_events;
 pub mod pipeline;
 pub mod predict;
+pub mod replay;
 pub mod serve;
 pub mod store;
 pub mod webhook;

@@ -11,7 +11,9 @@
 //! | `downstream` | a callee is at higher risk than the service | act on the callee named in the evidence |
 //!
 //! The baseline is an EWMA mean and variance per (service, feature) and per (node, feature),
-//! updated only on ticks where the service was healthy.
+//! updated only on ticks where the service was healthy. The most deviated feature names its
+//! resource when it is 3 standard deviations above its mean, or 1.5 and at least twice the
+//! mean (bursty counters such as throttling have a wide healthy spread); else `unknown`.
 
 use std::collections::HashMap;
 
@@ -140,6 +142,14 @@ impl Stat {
     }
 }
 
+/// Whether a piece of evidence deviates enough to name its resource: 3 standard deviations
+/// above its healthy mean, or 1.5 and at least twice the mean. Bursty counters (throttling,
+/// run-queue wait) have a wide healthy spread, so a fault that multiplies them can stay under
+/// 3 standard deviations.
+fn deviated(e: &Evidence) -> bool {
+    e.z >= 3.0 || (e.z >= 1.5 && e.value >= 2.0 * e.baseline && e.value > 0.0)
+}
+
 /// The deviation given to a riskier callee: it outranks any local deviation (finite, so it
 /// survives JSON).
 pub const DOWNSTREAM_Z: f64 = 1e6;
@@ -261,7 +271,7 @@ impl Diagnoser {
         }
         evidence.sort_by(|a, b| b.1.z.total_cmp(&a.1.z));
         let resource = match evidence.first() {
-            Some((r, e)) if e.z >= 3.0 => *r,
+            Some((r, e)) if deviated(e) => *r,
             _ => Resource::Unknown,
         };
         Diagnosis {
@@ -301,6 +311,22 @@ mod tests {
         assert!(got.evidence[0].feature == "throttled_ms_per_s");
         assert!(got.evidence.iter().all(|e| e.feature != "llc_mpki"));
         assert!(got.action.contains("quota"));
+    }
+
+    #[test]
+    fn bursty_throttling_several_times_its_mean_names_cpu() {
+        let mut d = Diagnoser::new();
+        // Healthy ticks with occasional heavy throttling: mean ~330, wide spread.
+        for i in 0..100 {
+            let thr = if i % 5 == 0 { 1650.0 } else { 0.0 };
+            d.learn(&view(&[50.0, thr, 5.0], &[Some(0.5), None]));
+        }
+        let got = d.diagnose(&view(&[50.0, 1750.0, 5.0], &[Some(0.5), None]), 0.9, &[]);
+        assert!(got.evidence[0].z < 3.0, "{got:?}");
+        assert_eq!(got.resource, Resource::Cpu, "{got:?}");
+        // Twice the mean but within 1.5 standard deviations is not enough.
+        let got = d.diagnose(&view(&[50.0, 700.0, 5.0], &[Some(0.5), None]), 0.9, &[]);
+        assert_eq!(got.resource, Resource::Unknown, "{got:?}");
     }
 
     #[test]

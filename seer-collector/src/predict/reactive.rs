@@ -1,18 +1,39 @@
-//! The reactive baseline: own-queue depth and self latency against an EWMA baseline, each
-//! service normalised against the others.
+//! The reactive baseline: own-queue depth, self latency and CPU wait, each service normalised
+//! against the others.
 //!
 //! The rule follows what named the culprit in the measured faults (notes in `docs/`): a service's
 //! *own* queue (requests waiting for its own worker, not for its callees) compared with the other
 //! services' queues, and its self-latency p99 against its own EWMA baseline, divided by the
-//! median of the other services' ratios so that machine-wide stalls cancel out. Scores are
-//! smoothed over ticks, so a single spiky tick does not raise an alarm.
+//! median of the other services' ratios so that machine-wide stalls cancel out.
+//!
+//! Per service and tick, three terms in 0..1; the raw score is the largest:
+//!
+//! | term | evidence | scores fully when |
+//! |---|---|---|
+//! | queue | own queue depth (else local in-flight), at least `queue_floor` | `queue_ratio` x the largest other queue |
+//! | latency (x 0.8) | self-latency p99 / own healthy baseline, over the median of the others' ratios | `latency_ratio` |
+//! | CPU (x `cpu_weight`) | cgroup throttling above its quiet level, at least `cpu_floor_ms` ms/s; or run-queue wait above its quiet level, at least `runq_floor_ms` ms/s | `cpu_ratio` x the largest other service's |
+//!
+//! The CPU term is what a CPU shortage inside one service's cgroup looks like (a hog sharing its
+//! CFS quota): its throttling and run-queue wait jump while the other services' stay put, often
+//! before its queue builds up, so it names the culprit earlier; like the other terms it is
+//! relative to the other services, so a machine-wide CPU stall cancels out. The quiet level is
+//! the mean of the warm-up ticks, then an EWMA that rises slowly (`cpu_baseline_alpha`, a time
+//! constant of 20 s at 100 ms ticks) and falls fast, so a service throttled for good stops
+//! alarming, while a fault's ramp is not absorbed. No CPU term during warm-up.
+//!
+//! Scores are smoothed over ticks, so a single spiky queue tick does not raise an alarm: the
+//! risk rises at `smoothing` (or as fast as the CPU term is strong, since throttling and
+//! run-queue wait are per-second rates rather than per-tick samples) and falls at `decay`.
 
 use std::collections::HashMap;
 
 use super::{Mode, PredictionSet, Predictor, ServicePrediction, TickInput, TickOutcome};
 
-/// Tunables of [`ReactivePredictor`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Tunables of [`ReactivePredictor`] (deserializable, missing fields take the defaults, so a
+/// replay can try other values: `seer-collector replay --reactive 'cpu_ratio = 4.0'`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReactiveConfig {
     /// Queue depth below which a service's own queue is never suspicious.
     pub queue_floor: f64,
@@ -26,6 +47,23 @@ pub struct ReactiveConfig {
     pub smoothing: f64,
     /// Ticks a service must be seen before its latency term counts.
     pub warmup_ticks: u32,
+    /// cgroup throttling above the service's own quiet level, ms per second, below which its
+    /// CPU quota is never suspicious.
+    pub cpu_floor_ms: f64,
+    /// Run-queue wait above the service's own quiet level, ms per second, below which it is
+    /// never suspicious (healthy run-queue wait is noisy: hundreds of ms/s at p99).
+    pub runq_floor_ms: f64,
+    /// How many times the largest other service's CPU wait a service's must be to score fully.
+    pub cpu_ratio: f64,
+    /// Weight of the CPU term in the raw score (0 turns it off).
+    pub cpu_weight: f64,
+    /// EWMA weight of a tick that raises a service's quiet CPU-wait level (it falls at 20
+    /// times this rate; the mean of the warm-up ticks starts it), so a service throttled for
+    /// good stops alarming after a few time constants while a fault's ramp is not absorbed.
+    pub cpu_baseline_alpha: f64,
+    /// EWMA weight of a tick whose raw score is lower than the smoothed risk (the risk rises at
+    /// `smoothing`, or at once when the raw score is 1, and falls at this rate).
+    pub decay: f64,
 }
 
 impl Default for ReactiveConfig {
@@ -37,6 +75,12 @@ impl Default for ReactiveConfig {
             baseline_alpha: 0.05,
             smoothing: 0.5,
             warmup_ticks: 20,
+            cpu_floor_ms: 50.0,
+            runq_floor_ms: 1000.0,
+            cpu_ratio: 3.0,
+            cpu_weight: 1.0,
+            cpu_baseline_alpha: 0.005,
+            decay: 0.5,
         }
     }
 }
@@ -47,6 +91,8 @@ struct ServiceState {
     latency_baseline: Option<f64>,
     /// Smoothed risk.
     risk: f64,
+    /// Quiet level of the cgroup throttling and run-queue wait, ms/s.
+    cpu_baseline: [Option<f64>; 2],
     /// Ticks seen.
     seen: u32,
     /// Tick last seen, to forget services that left.
@@ -70,6 +116,8 @@ struct Columns {
     local_inflight: Option<usize>,
     self_p99: Option<usize>,
     latency_p99: Option<usize>,
+    throttled: Option<usize>,
+    runq: Option<usize>,
 }
 
 impl Columns {
@@ -80,6 +128,8 @@ impl Columns {
             local_inflight: find("local_inflight_mean"),
             self_p99: find("self_latency_p99_ms"),
             latency_p99: find("latency_p99_ms"),
+            throttled: find("throttled_ms_per_s"),
+            runq: find("runq_wait_ms_per_s"),
         }
     }
 }
@@ -107,8 +157,8 @@ impl ReactivePredictor {
         &self.config
     }
 
-    /// Scores one tick without the smoothing: per service, a raw risk in 0..1.
-    fn raw_scores(&mut self, input: &TickInput<'_>) -> Vec<f64> {
+    /// Scores one tick without the smoothing: per service, a raw risk in 0..1 and its CPU term.
+    fn raw_scores(&mut self, input: &TickInput<'_>) -> Vec<(f64, f64)> {
         let cols = Columns::resolve(input.feature_names);
         let width = input.feature_names.len();
         let n = input.services.len();
@@ -137,8 +187,47 @@ impl ReactivePredictor {
                 Some(lat / base.max(0.05))
             })
             .collect();
+        // CPU wait above the service's own quiet level: [throttling, run-queue wait].
+        let cpu_cols = [cols.throttled, cols.runq];
+        let excess: Vec<[f64; 2]> = (0..n)
+            .map(|i| {
+                let st = self.state.get(&input.services[i]);
+                let mut e = [0.0; 2];
+                // No CPU term while the quiet level is being learnt.
+                if st.is_none_or(|s| s.seen < self.config.warmup_ticks) {
+                    return e;
+                }
+                for (k, col) in cpu_cols.iter().enumerate() {
+                    if let Some(v) = cell(i, *col) {
+                        let base = st.and_then(|s| s.cpu_baseline[k]).unwrap_or(0.0);
+                        e[k] = (v - base).max(0.0);
+                    }
+                }
+                e
+            })
+            .collect();
         let mut raw = Vec::with_capacity(n);
+        let mut cpu_terms = Vec::with_capacity(n);
         for i in 0..n {
+            let mut cpu_term = 0.0_f64;
+            for (k, floor) in [self.config.cpu_floor_ms, self.config.runq_floor_ms]
+                .into_iter()
+                .enumerate()
+            {
+                let own = excess[i][k];
+                if own < floor {
+                    continue;
+                }
+                let others = excess
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, e)| e[k])
+                    .fold(0.0_f64, f64::max);
+                let rel = own / others.max(floor / 2.0);
+                let term = ((rel - 1.0) / (self.config.cpu_ratio - 1.0)).clamp(0.0, 1.0);
+                cpu_term = cpu_term.max(term);
+            }
             let others_max_queue = queues
                 .iter()
                 .enumerate()
@@ -166,7 +255,12 @@ impl ReactivePredictor {
                 }
                 None => 0.0,
             };
-            raw.push(queue_term.max(0.8 * latency_term));
+            raw.push(
+                queue_term
+                    .max(0.8 * latency_term)
+                    .max(self.config.cpu_weight.clamp(0.0, 1.0) * cpu_term),
+            );
+            cpu_terms.push(self.config.cpu_weight.clamp(0.0, 1.0) * cpu_term);
         }
         // Update baselines from this tick (healthy ticks only move the baseline).
         for (i, raw_i) in raw.iter().enumerate() {
@@ -174,6 +268,20 @@ impl ReactivePredictor {
             let st = self.state.entry(input.services[i].clone()).or_default();
             st.seen = st.seen.saturating_add(1);
             st.last_tick = input.tick;
+            // The quiet CPU-wait level: the mean during warm-up, then an EWMA that rises
+            // slowly and falls fast, on every tick (so a lasting new level stops alarming).
+            for (k, col) in cpu_cols.iter().enumerate() {
+                let Some(v) = cell(i, *col) else { continue };
+                let b = st.cpu_baseline[k].get_or_insert(v);
+                let a = if st.seen <= self.config.warmup_ticks {
+                    1.0 / f64::from(st.seen.max(1))
+                } else if v > *b {
+                    self.config.cpu_baseline_alpha
+                } else {
+                    20.0 * self.config.cpu_baseline_alpha
+                };
+                *b += a.clamp(0.0, 1.0) * (v - *b);
+            }
             if let Some(lat) = lat {
                 let alpha = if st.seen <= self.config.warmup_ticks {
                     1.0 / f64::from(st.seen.max(1))
@@ -188,7 +296,7 @@ impl ReactivePredictor {
                 }
             }
         }
-        raw
+        raw.into_iter().zip(cpu_terms).collect()
     }
 }
 
@@ -199,11 +307,16 @@ impl Predictor for ReactivePredictor {
 
     fn observe(&mut self, input: &TickInput<'_>) -> PredictionSet {
         let raw = self.raw_scores(input);
-        let alpha = self.config.smoothing.clamp(0.0, 1.0);
+        let rise = self.config.smoothing.clamp(0.0, 1.0);
+        let fall = self.config.decay.clamp(0.0, 1.0);
         let mut services = Vec::with_capacity(raw.len());
         let mut global = 0.0_f32;
-        for (name, r) in input.services.iter().zip(raw) {
+        for (name, (r, cpu)) in input.services.iter().zip(raw) {
             let st = self.state.entry(name.clone()).or_default();
+            // Rise at `smoothing`, or as fast as the CPU term is strong (throttling is a
+            // per-second counter, not a spiky per-tick sample: one full tick is enough);
+            // fall at `decay`.
+            let alpha = if r >= st.risk { rise.max(cpu) } else { fall };
             st.risk += alpha * (r - st.risk);
             let risk = st.risk.clamp(0.0, 1.0) as f32;
             global = global.max(risk);
@@ -304,6 +417,67 @@ mod tests {
         }
         let s = last.unwrap();
         assert!(s.services[1].risk > 0.6 && s.services[0].risk < 0.1);
+    }
+
+    fn cpu_tick(p: &mut ReactivePredictor, t: u64, throttled: &[f32]) -> PredictionSet {
+        let services: Vec<String> = (0..throttled.len()).map(|i| format!("s{i}")).collect();
+        let features: Vec<f32> = throttled
+            .iter()
+            .flat_map(|thr| {
+                FEATURES.iter().map(move |f| match *f {
+                    "queue_depth_mean" => 0.1,
+                    "self_latency_p99_ms" => 2.0,
+                    "throttled_ms_per_s" => *thr,
+                    "runq_wait_ms_per_s" => 100.0,
+                    _ => f32::NAN,
+                })
+            })
+            .collect();
+        p.observe(&TickInput {
+            tick: t,
+            services: &services,
+            features: &features,
+            feature_names: FEATURES,
+            edges: &[],
+        })
+    }
+
+    #[test]
+    fn one_service_throttled_alone_is_named_at_once() {
+        let mut p = ReactivePredictor::new();
+        for t in 0..30 {
+            let s = cpu_tick(&mut p, t, &[0.0, 0.0, 0.0]);
+            assert!(s.global_risk < 0.2);
+        }
+        let s = cpu_tick(&mut p, 30, &[0.0, 900.0, 0.0]);
+        assert!(s.services[1].risk >= 0.9, "{s:?}");
+        assert!(s.services[0].risk < 0.1 && s.services[2].risk < 0.1);
+        // A little throttling is not enough.
+        let mut p = ReactivePredictor::new();
+        for t in 0..30 {
+            cpu_tick(&mut p, t, &[0.0, 0.0, 0.0]);
+        }
+        let s = cpu_tick(&mut p, 30, &[0.0, 30.0, 0.0]);
+        assert!(s.global_risk < 0.2, "{s:?}");
+    }
+
+    #[test]
+    fn machine_wide_throttling_cancels_and_chronic_throttling_fades() {
+        let mut p = ReactivePredictor::new();
+        for t in 0..30 {
+            cpu_tick(&mut p, t, &[0.0, 0.0, 0.0]);
+        }
+        for t in 30..35 {
+            let s = cpu_tick(&mut p, t, &[500.0, 600.0, 550.0]);
+            assert!(s.global_risk < 0.2, "stall scored {}", s.global_risk);
+        }
+        // A service throttled from the start sets its own quiet level.
+        let mut p = ReactivePredictor::new();
+        let mut last = None;
+        for t in 0..30 {
+            last = Some(cpu_tick(&mut p, t, &[0.0, 200.0, 0.0]));
+        }
+        assert!(last.unwrap().global_risk < 0.2);
     }
 
     #[test]

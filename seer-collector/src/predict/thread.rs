@@ -1,8 +1,12 @@
 //! The prediction thread: drives a [`Predictor`] once per closed tick on its own OS thread,
 //! turns its predictions into advice, diagnoses and alerts, and hands the results to a
 //! [`PredictSink`].
+//!
+//! A service at or above the alarm threshold is diagnosed every tick; when a tick's diagnosis
+//! is `unknown` (the deviation dipped), the service keeps the resource last named in the same
+//! alarm, until its risk falls below the threshold.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -40,6 +44,87 @@ pub struct TickFrame {
     /// Culprit of the ongoing episode: ground truth from `/v1/labels` when present, else the
     /// critical-path attribution.
     pub culprit: Option<String>,
+}
+
+/// One service's row of a [`TickFrame`] before assembly: its name, node and features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameRow {
+    /// Service name.
+    pub service: String,
+    /// Node it runs on, when known.
+    pub node: Option<String>,
+    /// Features in [`FEATURES`] order (`None` = missing).
+    pub features: Vec<Option<f32>>,
+}
+
+/// What the QoS evaluator said about a tick, as a [`TickFrame`] carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameVerdict {
+    /// Some target's windowed percentile exceeded it.
+    pub violation: bool,
+    /// A violation episode began in this tick.
+    pub episode_start: bool,
+    /// Culprit of the ongoing episode (ground truth or critical-path attribution).
+    pub culprit: Option<String>,
+}
+
+impl TickFrame {
+    /// Assembles one tick's frame from its rows (in the order the predictor sees them, the
+    /// live aggregator sorts them by name), the call-graph `edges` (indices into `rows`),
+    /// the latest features of each node (`node_features`, `None` = never sampled) and the QoS
+    /// verdict. Rows are padded or truncated to [`FEATURES`]; missing values become `NaN`.
+    ///
+    /// The live aggregator and the offline replay (`seer-collector replay`) both build their
+    /// frames here, so a replay sees exactly what the prediction thread saw.
+    pub fn assemble(
+        tick: u64,
+        tick_ns: u64,
+        rows: &[FrameRow],
+        edges: Vec<(usize, usize)>,
+        node_features: impl Fn(&str) -> Option<Vec<Option<f32>>>,
+        verdict: FrameVerdict,
+    ) -> Self {
+        let width = FEATURES.len();
+        let mut features = Vec::with_capacity(rows.len() * width);
+        let mut node_names: Vec<&str> = Vec::new();
+        let mut service_node = Vec::with_capacity(rows.len());
+        for row in rows {
+            features.extend(
+                (0..width).map(|c| row.features.get(c).copied().flatten().unwrap_or(f32::NAN)),
+            );
+            service_node.push(row.node.as_deref().map(|n| {
+                match node_names.iter().position(|x| *x == n) {
+                    Some(i) => i,
+                    None => {
+                        node_names.push(n);
+                        node_names.len() - 1
+                    }
+                }
+            }));
+        }
+        let nodes = node_names
+            .iter()
+            .map(|n| {
+                (
+                    (*n).to_owned(),
+                    node_features(n).unwrap_or_else(|| vec![None; crate::hw::NODE_FEATURES.len()]),
+                )
+            })
+            .collect();
+        Self {
+            tick,
+            tick_start_unix_ns: tick.saturating_mul(tick_ns),
+            tick_ns,
+            services: rows.iter().map(|r| r.service.clone()).collect(),
+            features,
+            edges,
+            service_node,
+            nodes,
+            violation: verdict.violation,
+            episode_start: verdict.episode_start,
+            culprit: verdict.culprit,
+        }
+    }
 }
 
 /// One service's entry in a [`PredictionRecord`].
@@ -116,6 +201,8 @@ pub struct PredictionEngine {
     diagnoser: Diagnoser,
     alerts: AlertTracker,
     entries: HashSet<String>,
+    /// The last resource named for each service in its ongoing alarm.
+    alarm_resource: HashMap<String, Resource>,
 }
 
 impl std::fmt::Debug for dyn Predictor {
@@ -142,6 +229,7 @@ impl PredictionEngine {
             diagnoser: Diagnoser::new(),
             alerts: AlertTracker::new(threshold, config.alert_end_ticks.max(3)),
             entries: config.entries,
+            alarm_resource: HashMap::new(),
         }
     }
 
@@ -237,8 +325,19 @@ impl PredictionEngine {
                     .filter(|(a, _)| *a == i)
                     .map(|(_, b)| (frame.services[*b].as_str(), risk_of(&frame.services[*b])))
                     .collect();
-                Some(self.diagnoser.diagnose(&view, risk, &callees))
+                let mut d = self.diagnoser.diagnose(&view, risk, &callees);
+                // An alarm keeps the resource it was given while the deviation dips.
+                if d.resource == Resource::Unknown {
+                    if let Some(r) = self.alarm_resource.get(svc.as_str()) {
+                        d.resource = *r;
+                        r.action().clone_into(&mut d.action);
+                    }
+                } else {
+                    self.alarm_resource.insert(svc.clone(), d.resource);
+                }
+                Some(d)
             } else {
+                self.alarm_resource.remove(svc.as_str());
                 self.diagnoser.learn(&view);
                 None
             };

@@ -21,7 +21,7 @@ use crate::config::{Config, QosSpec};
 use crate::hw::{NodeSample, ServiceHw};
 use crate::ingest::otlp::{DecodedBatch, kind};
 use crate::predict::FEATURES;
-use crate::predict::thread::TickFrame;
+use crate::predict::thread::{FrameRow, FrameVerdict, TickFrame};
 use seer_proto::{EndpointWindow, Histogram, WindowBatch};
 
 pub use qos::{Episode, QosEvaluator, QosVerdict};
@@ -575,26 +575,18 @@ impl Aggregator {
             })
             .collect();
         rows.sort_by(|a, b| self.name(*a).cmp(self.name(*b)));
-        let width = FEATURES.len();
-        let mut features = Vec::with_capacity(rows.len() * width);
+        let mut frame_rows = Vec::with_capacity(rows.len());
         let mut windows = Vec::new();
-        let mut node_names: Vec<String> = Vec::new();
-        let mut service_node = Vec::with_capacity(rows.len());
         for id in &rows {
             let info = &self.services[*id as usize];
             let hw = self.service_hw.get(&info.name).copied().unwrap_or_default();
             let acc = state.services.get(id);
             let row = feature_row(acc, &hw, tick_ns);
-            features.extend(row.iter().map(|v| v.unwrap_or(f32::NAN)));
-            service_node.push(info.node.as_ref().map(|n| {
-                match node_names.iter().position(|x| x == n) {
-                    Some(i) => i,
-                    None => {
-                        node_names.push(n.clone());
-                        node_names.len() - 1
-                    }
-                }
-            }));
+            frame_rows.push(FrameRow {
+                service: info.name.clone(),
+                node: info.node.clone(),
+                features: row.clone(),
+            });
             if let Some(acc) = acc {
                 windows.push(ServiceWindow {
                     service: info.name.clone(),
@@ -635,19 +627,6 @@ impl Aggregator {
             .filter_map(|(a, b)| Some((*index.get(&a)?, *index.get(&b)?)))
             .collect();
         edges.sort_unstable();
-        let nodes: Vec<(String, Vec<Option<f32>>)> = node_names
-            .iter()
-            .map(|n| {
-                (
-                    n.clone(),
-                    self.nodes
-                        .get(n)
-                        .map(|s| s.features.clone())
-                        .unwrap_or_else(|| vec![None; crate::hw::NODE_FEATURES.len()]),
-                )
-            })
-            .collect();
-        let services: Vec<String> = rows.iter().map(|id| self.name(*id).to_owned()).collect();
         let culprit = self
             .truth_at(start_ns + tick_ns / 2)
             .map(|l| l.service.clone())
@@ -658,17 +637,13 @@ impl Aggregator {
                     .map(|(id, _)| self.name(*id).to_owned())
             });
         let verdict = self.qos.close_tick(tick, state.qos, culprit.as_deref());
-        self.ring.push(tick, &services, &features);
-        ClosedTick {
-            frame: TickFrame {
-                tick,
-                tick_start_unix_ns: start_ns,
-                tick_ns,
-                services,
-                features,
-                edges,
-                service_node,
-                nodes,
+        let frame = TickFrame::assemble(
+            tick,
+            tick_ns,
+            &frame_rows,
+            edges,
+            |n| self.nodes.get(n).map(|s| s.features.clone()),
+            FrameVerdict {
                 violation: verdict.violation,
                 episode_start: verdict.episode_start,
                 culprit: if verdict.violation || verdict.current.is_some() {
@@ -677,6 +652,10 @@ impl Aggregator {
                     None
                 },
             },
+        );
+        self.ring.push(tick, &frame.services, &frame.features);
+        ClosedTick {
+            frame,
             windows,
             verdict,
         }
@@ -729,6 +708,12 @@ fn merge_window(acc: &mut ServiceAcc, w: &EndpointWindow, latency: &Histogram) {
         ep.errors += w.errors;
         let _ = ep.latency.merge(latency);
     }
+}
+
+/// The feature row of a service without data in a tick (kept in frames for a while after its
+/// last window): zero load, its node-sampled signals, the rest missing.
+pub(crate) fn idle_feature_row(hw: &ServiceHw, tick_ns: u64) -> Vec<Option<f32>> {
+    feature_row(None, hw, tick_ns)
 }
 
 /// One service's feature row for a tick, in [`FEATURES`] order.
