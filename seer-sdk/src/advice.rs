@@ -1,10 +1,14 @@
 //! The advice cell: the collector's latest advice, readable in O(1) by every request.
 //!
-//! The exporter thread stores each [`AdviceReply`] it receives; the hot path reads three relaxed
-//! atomics. The fields may be observed from two different stores for one request at the moment
-//! of an update; either value is a valid decision, so no lock or sequence counter is needed.
+//! The exporter thread stores each [`AdviceReply`] it receives; the hot path reads a few relaxed
+//! atomics (the expiry as a clock instant, so a request compares and converts nothing). The
+//! fields may be observed from two different stores for one request at the moment of an update;
+//! either value is a valid decision, so no lock or sequence counter is needed.
 
 use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::clock::{self, Anchor, Instant};
 
 use seer_proto::AdviceReply;
 
@@ -59,10 +63,13 @@ pub enum ShedReason {
 }
 
 /// The admission decision computed from advice, read per request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AdviceCell {
     /// Unix ns when the advice expires; 0 = no advice.
     expires_at: AtomicU64,
+    /// The same moment as a clock instant ([`Instant::ZERO`]: no advice, or expired when
+    /// stored), so that a request compares two instants and converts nothing.
+    expires: minstant::Atomic,
     /// Requests with priority below this class are shed.
     shed_below: AtomicU32,
     /// Probability (scaled to u32::MAX) of shedding a request whose priority equals `shed_below`.
@@ -83,11 +90,25 @@ pub(crate) struct AdviceView {
     pub(crate) max_in_flight: u32,
 }
 
+impl Default for AdviceCell {
+    fn default() -> Self {
+        Self {
+            expires_at: AtomicU64::new(0),
+            expires: minstant::Atomic::new(Instant::ZERO),
+            shed_below: AtomicU32::new(0),
+            shed_at_prob: AtomicU32::new(0),
+            max_in_flight: AtomicU32::new(0),
+            admit_bits: AtomicU32::new(0),
+            full: Mutex::new(None),
+        }
+    }
+}
+
 impl AdviceCell {
+    /// The decision at clock instant `now`.
     #[inline]
-    pub(crate) fn view(&self, now_unix_ns: impl FnOnce() -> u64) -> AdviceView {
-        let exp = self.expires_at.load(Ordering::Relaxed);
-        if exp == 0 || now_unix_ns() >= exp {
+    pub(crate) fn view(&self, now: Instant) -> AdviceView {
+        if now >= self.expires.load(Ordering::Relaxed) {
             return AdviceView {
                 valid: false,
                 shed_below: 0,
@@ -103,14 +124,15 @@ impl AdviceCell {
         }
     }
 
-    /// Whether any advice was ever stored (cheap check to skip the clock conversion).
+    /// Whether any advice was ever stored.
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
         self.expires_at.load(Ordering::Relaxed) != 0
     }
 
-    /// Stores new advice and the shedding threshold for the given priority distribution.
-    pub(crate) fn store(&self, advice: Advice, priorities: &[u64; 256]) {
+    /// Stores new advice and the shedding threshold for the given priority distribution;
+    /// `anchor` converts its unix expiry to a clock instant.
+    pub(crate) fn store(&self, advice: Advice, priorities: &[u64; 256], anchor: &Anchor) {
         let (below, prob) = shed_threshold(advice.admit_fraction, priorities);
         self.shed_below.store(below, Ordering::Relaxed);
         self.shed_at_prob.store(prob, Ordering::Relaxed);
@@ -120,6 +142,16 @@ impl AdviceCell {
             .store(advice.admit_fraction.to_bits(), Ordering::Relaxed);
         self.expires_at
             .store(advice.expires_at_unix_ns, Ordering::Relaxed);
+        let now = clock::now();
+        let now_unix = now.as_unix_nanos(anchor);
+        let expires = match advice.expires_at_unix_ns.checked_sub(now_unix) {
+            // Capped at about 36 years, far enough to mean "never" and to fit any clock.
+            Some(left) if left > 0 => now
+                .checked_add(Duration::from_nanos(left.min(1 << 60)))
+                .unwrap_or(Instant::ZERO),
+            _ => Instant::ZERO,
+        };
+        self.expires.store(expires, Ordering::Relaxed);
         match self.full.lock() {
             Ok(mut g) => *g = Some(advice),
             Err(p) => *p.into_inner() = Some(advice),

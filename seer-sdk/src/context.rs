@@ -170,23 +170,30 @@ impl Context {
 }
 
 /// Moves the context in `slot` into the thread-local slot until the guard drops, then moves it
-/// back (with any state allocated meanwhile). Guards nest.
+/// back (with any state allocated meanwhile). Guards nest: while entered, `slot` holds the
+/// previous context (the two are swapped in, and swapped back).
+#[inline]
 pub fn enter(slot: &mut Option<Context>) -> EnterGuard<'_> {
-    let prev = CURRENT.with(|c| c.replace(slot.take()));
-    EnterGuard { slot, prev }
+    let slot = Cell::from_mut(slot);
+    CURRENT.with(|c| c.swap(slot));
+    EnterGuard { slot }
 }
 
 /// Restores the previous context when dropped; see [`enter`].
-#[derive(Debug)]
 pub struct EnterGuard<'a> {
-    slot: &'a mut Option<Context>,
-    prev: Option<Context>,
+    slot: &'a Cell<Option<Context>>,
+}
+
+impl std::fmt::Debug for EnterGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnterGuard").finish_non_exhaustive()
+    }
 }
 
 impl Drop for EnterGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
-        let prev = self.prev.take();
-        *self.slot = CURRENT.with(|c| c.replace(prev));
+        CURRENT.with(|c| c.swap(self.slot));
     }
 }
 

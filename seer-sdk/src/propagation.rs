@@ -71,7 +71,8 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
 /// Each byte's nibble is its low four bits, plus 9 if bit 6 is set (a letter). A byte is a valid
 /// digit iff that nibble is at most 15 and encodes back to the byte (`'0' + n`, or `'a' + n - 10`
 /// above 9): the encoding maps 0..=15 onto exactly the 16 valid characters. Every per-byte sum
-/// below stays under 0x100, so no carry crosses into the next byte.
+/// below stays under 0x100, so no carry crosses into the next byte; a nibble is at most 24, so
+/// it is above 15 iff its bit 4 is set.
 #[inline(always)]
 fn hex8(w: u64) -> (u64, u64) {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -79,7 +80,7 @@ fn hex8(w: u64) -> (u64, u64) {
     let n = (w & (0x0f * ONES)) + letter * 9; // each byte <= 24
     let above9 = ((n + 0x76 * ONES) >> 7) & ONES;
     let encoded = n + 0x30 * ONES + above9 * 39; // 39 = 'a' - '0' - 10
-    let bad = (encoded ^ w) | ((n + 0x70 * ONES) & (0x80 * ONES));
+    let bad = (encoded ^ w) | (n & (0x10 * ONES));
     let mut v = n;
     v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
     v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
@@ -87,13 +88,23 @@ fn hex8(w: u64) -> (u64, u64) {
     (v, bad)
 }
 
-/// The eight bytes of `h` at `at..at + 8` as a big-endian word (`at` is a constant at every
+/// Sixteen ASCII bytes, `lo` the first eight and `hi` the next eight (each little-endian, as
+/// loaded), as their hex value and whether all sixteen are lower-case hex digits: two
+/// [`hex8`] words. (SSE2 would do all sixteen at once, but its intrinsics need `unsafe` here.)
+#[inline(always)]
+fn hex16(lo: u64, hi: u64) -> (u64, bool) {
+    let (a, bad_a) = hex8(lo.swap_bytes());
+    let (b, bad_b) = hex8(hi.swap_bytes());
+    ((a << 32) | b, bad_a | bad_b == 0)
+}
+
+/// The eight bytes of `h` at `at..at + 8` as a little-endian word (`at` is a constant at every
 /// call, so the bounds are checked at compile time).
 #[inline(always)]
-fn word(h: &[u8; TRACEPARENT_LEN], at: usize) -> u64 {
+fn word_le(h: &[u8; TRACEPARENT_LEN], at: usize) -> u64 {
     h.get(at..at + 8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes)
+        .map_or(0, u64::from_le_bytes)
 }
 
 /// Parses a `traceparent` header value. Returns `None` for anything malformed: wrong length or
@@ -104,17 +115,14 @@ pub fn parse_traceparent(value: &[u8]) -> Option<SpanContext> {
     if h[2] != b'-' || h[35] != b'-' || h[52] != b'-' {
         return None;
     }
-    let (t0, b0) = hex8(word(h, 3));
-    let (t1, b1) = hex8(word(h, 11));
-    let (t2, b2) = hex8(word(h, 19));
-    let (t3, b3) = hex8(word(h, 27));
-    let (s0, b4) = hex8(word(h, 36));
-    let (s1, b5) = hex8(word(h, 44));
+    let (trace_hi, ok_a) = hex16(word_le(h, 3), word_le(h, 11));
+    let (trace_lo, ok_b) = hex16(word_le(h, 19), word_le(h, 27));
+    let (span, ok_c) = hex16(word_le(h, 36), word_le(h, 44));
     // Version and flags in one word: "0000vvff".
-    let (vf, b6) = hex8(u64::from_be_bytes([
+    let (vf, bad) = hex8(u64::from_be_bytes([
         b'0', b'0', b'0', b'0', h[0], h[1], h[53], h[54],
     ]));
-    if b0 | b1 | b2 | b3 | b4 | b5 | b6 != 0 {
+    if !(ok_a & ok_b & ok_c) || bad != 0 {
         return None;
     }
     let version = vf >> 8;
@@ -125,8 +133,7 @@ pub fn parse_traceparent(value: &[u8]) -> Option<SpanContext> {
     {
         return None;
     }
-    let trace = (u128::from((t0 << 32) | t1) << 64) | u128::from((t2 << 32) | t3);
-    let span = (s0 << 32) | s1;
+    let trace = (u128::from(trace_hi) << 64) | u128::from(trace_lo);
     if trace == 0 || span == 0 {
         return None;
     }
@@ -189,6 +196,24 @@ mod tests {
         }
     }
 
+    fn hex16_checked(s: &[u8]) -> Option<u64> {
+        let lo = u64::from_le_bytes(s[..8].try_into().unwrap());
+        let hi = u64::from_le_bytes(s[8..].try_into().unwrap());
+        let (v, ok) = hex16(lo, hi);
+        ok.then_some(v)
+    }
+
+    #[test]
+    fn hex16_agrees_on_every_byte() {
+        for c in 0..=255u8 {
+            for pos in 0..16 {
+                let mut s = *b"0a1b2c3d4e5f6789";
+                s[pos] = c;
+                assert_eq!(hex16_checked(&s), hex_ref(&s), "byte {c:#x} at {pos}");
+            }
+        }
+    }
+
     #[test]
     fn swar_hex_agrees_on_every_byte() {
         for c in 0..=255u8 {
@@ -212,6 +237,19 @@ mod tests {
             prop_oneof![Just(b'0'), Just(b'9'), Just(b'a'), Just(b'f'), Just(b'g'), Just(b'A'),
                         Just(b'`'), Just(b'/'), Just(b':'), Just(b'F'), any::<u8>()], 8)) {
             prop_assert_eq!(hex8_checked(&bytes), hex_ref(&bytes));
+        }
+
+        #[test]
+        fn hex16_matches_the_reference(bytes in proptest::collection::vec(
+            prop_oneof![Just(b'0'), Just(b'9'), Just(b'a'), Just(b'f'), Just(b'g'), Just(b'A'),
+                        Just(b'`'), Just(b'/'), Just(b':'), Just(b'F'), any::<u8>()], 16)) {
+            prop_assert_eq!(hex16_checked(&bytes), hex_ref(&bytes));
+        }
+
+        #[test]
+        fn hex16_decodes_valid_digits(v in any::<u64>()) {
+            let s = format!("{v:016x}");
+            prop_assert_eq!(hex16_checked(s.as_bytes()), Some(v));
         }
 
         #[test]

@@ -295,7 +295,7 @@ impl Recorder {
         if advice.max_in_flight.is_some_and(|m| m > 0) {
             self.inner.count_inflight.store(true, Ordering::Relaxed);
         }
-        self.inner.advice.store(advice, mix);
+        self.inner.advice.store(advice, mix, &self.inner.anchor);
     }
 
     /// Requests currently in flight in the whole service (the sum over its endpoints).
@@ -554,8 +554,8 @@ impl Recorder {
         let mut cap = inner.cfg.max_in_flight.unwrap_or(0);
         let mut cap_reason = ShedReason::MaxInFlight;
         let mut advice_valid = false;
-        if inner.advice.is_set() && !inner.limiter_always {
-            let view = inner.advice.view(|| now.as_unix_nanos(&inner.anchor));
+        if !inner.limiter_always {
+            let view = inner.advice.view(now);
             if view.valid {
                 advice_valid = true;
                 let p = u32::from(priority);
@@ -715,6 +715,13 @@ impl ServerSpan {
     /// a failed request (5xx, gRPC error, or an inner service error).
     #[inline]
     pub fn finish(mut self, status: u16, error: bool) {
+        self.end(status, if error { flags::ERROR } else { 0 });
+    }
+
+    /// [`ServerSpan::finish`] in place, for a span stored inside a future (no move out of it).
+    /// Later calls, and dropping the span, do nothing.
+    #[inline]
+    pub fn finish_in_place(&mut self, status: u16, error: bool) {
         self.end(status, if error { flags::ERROR } else { 0 });
     }
 

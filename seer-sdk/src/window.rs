@@ -81,10 +81,17 @@ impl GaugeStat {
 /// sub-buckets per power of two), so that recording a value on the worker costs a few
 /// instructions and the HDR histogram, built once per tick, is exactly what recording each
 /// value into it would have given.
+///
+/// Buckets are kept in chunks of [`CHUNK`], allocated (zeroed) on first use, so a histogram
+/// holds only the ranges it saw: an outlier costs one small chunk, not zeroing every bucket
+/// below it, and clearing touches only the chunks in use.
 #[derive(Debug, Default)]
 pub(crate) struct FastHist {
-    counts: Vec<u64>,
+    chunks: Vec<Option<Box<[u64; CHUNK]>>>,
 }
+
+/// Buckets per chunk of a [`FastHist`] (one power of two's worth).
+const CHUNK: usize = 128;
 
 impl FastHist {
     /// The bucket of `v`.
@@ -114,33 +121,55 @@ impl FastHist {
     /// Counts one value in bucket `i` (from [`FastHist::index`]).
     #[inline]
     pub(crate) fn record_at(&mut self, i: usize) {
-        match self.counts.get_mut(i) {
-            Some(c) => *c += 1,
-            None => self.grow_and_record(i),
+        match self.chunks.get_mut(i / CHUNK) {
+            Some(Some(c)) => c[i % CHUNK] += 1,
+            _ => self.add_slow(i, 1),
         }
     }
 
     #[cold]
-    fn grow_and_record(&mut self, i: usize) {
-        self.counts.resize(i + 1, 0);
-        self.counts[i] += 1;
+    fn add_slow(&mut self, i: usize, n: u64) {
+        *self.bucket_mut(i) += n;
+    }
+
+    /// Bucket `i`, its chunk allocated if needed.
+    fn bucket_mut(&mut self, i: usize) -> &mut u64 {
+        let c = i / CHUNK;
+        if self.chunks.len() <= c {
+            self.chunks.resize_with(c + 1, || None);
+        }
+        &mut self.chunks[c].get_or_insert_with(|| Box::new([0; CHUNK]))[i % CHUNK]
+    }
+
+    /// Non-zero buckets: (index, count).
+    fn buckets(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk.iter().flat_map(move |b| {
+                b.iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(move |(j, n)| (c * CHUNK + j, *n))
+            })
+        })
     }
 
     fn merge(&mut self, o: &FastHist) {
-        if self.counts.len() < o.counts.len() {
-            self.counts.resize(o.counts.len(), 0);
+        for (i, n) in o.buckets() {
+            *self.bucket_mut(i) += n;
         }
-        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
-            *a += b;
+    }
+
+    /// Zeroes every count, keeping the chunks for reuse.
+    fn clear(&mut self) {
+        for c in self.chunks.iter_mut().flatten() {
+            c.fill(0);
         }
     }
 
     pub(crate) fn to_histogram(&self) -> Histogram {
         let mut h = Histogram::new_latency();
-        for (i, &c) in self.counts.iter().enumerate() {
-            if c > 0 {
-                h.record_ns_n(Self::lowest_value(i), c);
-            }
+        for (i, c) in self.buckets() {
+            h.record_ns_n(Self::lowest_value(i), c);
         }
         h
     }
@@ -237,17 +266,17 @@ impl EpAgg {
 
     fn clear(&mut self) {
         let (mut a, mut b, mut c) = (
-            std::mem::take(&mut self.latency.counts),
-            std::mem::take(&mut self.self_latency.counts),
-            std::mem::take(&mut self.queue_wait.counts),
+            std::mem::take(&mut self.latency),
+            std::mem::take(&mut self.self_latency),
+            std::mem::take(&mut self.queue_wait),
         );
-        for v in [&mut a, &mut b, &mut c] {
-            v.iter_mut().for_each(|x| *x = 0);
+        for h in [&mut a, &mut b, &mut c] {
+            h.clear();
         }
         *self = EpAgg::default();
-        self.latency.counts = a;
-        self.self_latency.counts = b;
-        self.queue_wait.counts = c;
+        self.latency = a;
+        self.self_latency = b;
+        self.queue_wait = c;
     }
 
     fn merge(&mut self, o: &EpAgg) {

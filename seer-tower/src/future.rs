@@ -33,7 +33,7 @@ pin_project! {
         Running {
             #[pin]
             fut: F,
-            span: Option<ServerSpan>,
+            span: ServerSpan,
         },
         Shed {
             resp: Option<Response<B>>,
@@ -44,10 +44,7 @@ pin_project! {
 impl<F, B> ResponseFuture<F, B> {
     pub(crate) fn running(fut: F, span: ServerSpan) -> Self {
         Self {
-            kind: Kind::Running {
-                fut,
-                span: Some(span),
-            },
+            kind: Kind::Running { fut, span },
         }
     }
 
@@ -78,22 +75,19 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Running { fut, span } => {
-                let out = match span.as_mut() {
-                    Some(s) => {
-                        let _g = context::enter(s.context_slot());
-                        fut.poll(cx)
-                    }
-                    None => fut.poll(cx),
+                let out = {
+                    // After completion the slot is empty and this enters nothing.
+                    let _g = context::enter(span.context_slot());
+                    fut.poll(cx)
                 };
                 let out = match out {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(out) => out,
                 };
-                if let Some(s) = span.take() {
-                    match &out {
-                        Ok(resp) => s.finish(resp.status().as_u16(), is_error(resp)),
-                        Err(_) => s.finish(0, true),
-                    }
+                // In place: the span stays in the future, finished (a no-op if polled again).
+                match &out {
+                    Ok(resp) => span.finish_in_place(resp.status().as_u16(), is_error(resp)),
+                    Err(_) => span.finish_in_place(0, true),
                 }
                 Poll::Ready(out)
             }

@@ -22,18 +22,52 @@ pub(crate) fn trace_headers(headers: &HeaderMap) -> (Option<&HeaderValue>, Optio
     }
     let (mut parent, mut state) = (None, None);
     for (name, value) in headers {
-        if parent.is_none() && *name == TRACEPARENT {
+        // Both are custom (non-standard) names: compare their bytes as two words each instead
+        // of calling memcmp through `HeaderName`'s `==`.
+        let n = name.as_str().as_bytes();
+        if parent.is_none() && eq_10_to_16(n, b"traceparent") {
             parent = Some(value);
-        } else if state.is_none() && *name == TRACESTATE {
+        } else if state.is_none() && eq_10_to_16(n, b"tracestate") {
             state = Some(value);
         }
     }
     (parent, state)
 }
 
+/// `a == b` for a `b` of 8 to 16 bytes: the first and the last 8 bytes, as words.
+#[inline(always)]
+fn eq_10_to_16(a: &[u8], b: &[u8]) -> bool {
+    let word = |s: &[u8], at: usize| {
+        s.get(at..)
+            .and_then(<[u8]>::first_chunk::<8>)
+            .map(|w| u64::from_ne_bytes(*w))
+    };
+    a.len() == b.len()
+        && b.len() >= 8
+        && word(a, 0) == word(b, 0)
+        && word(a, a.len() - 8) == word(b, b.len() - 8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_compare_matches_slice_eq() {
+        for a in [
+            "traceparent",
+            "tracestate",
+            "traceparenx",
+            "xraceparent",
+            "tracestat",
+            "",
+            "a",
+        ] {
+            for b in ["traceparent", "tracestate"] {
+                assert_eq!(eq_10_to_16(a.as_bytes(), b.as_bytes()), a == b, "{a} {b}");
+            }
+        }
+    }
 
     #[test]
     fn scan_matches_get() {
