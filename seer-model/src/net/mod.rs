@@ -74,7 +74,9 @@ impl SeerNet {
         let e = self.shape.embed;
         let seq = x.view([b * s, w, c]);
         let conv = self.cnn.forward(&seq.transpose(1, 2));
-        let h = self.lstm.last(&conv.transpose(1, 2));
+        // Contiguous time-major rows: libtorch's LSTM on the strided view costs about twice the
+        // instructions (callgrind) of a copy plus the contiguous run.
+        let h = self.lstm.last(&conv.transpose(1, 2).contiguous());
         let recent =
             seq.narrow(1, w - RECENT.min(w), RECENT.min(w))
                 .mean_dim(1, false, Kind::Float);
