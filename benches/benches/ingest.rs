@@ -5,9 +5,12 @@
 //   load avg 4-6:  decode+derive 1.47-1.50 M/s per core (decode alone 1.8-2.0 M, prost 0.66 M),
 //                  stored 390-408 K/s
 //   load avg 8-9:  decode+derive 0.52 M (prost 0.23 M), stored 189 K/s
-//   flood (30 s, memory limit 256 MiB): offered 0.55-0.63 M spans/s (the client shares the two
-//   cores and cannot reach 10x), 33-43 K requests answered 503 + Retry-After, ~1 K client-side
-//   failures (timeouts/resets), max RSS 167-183 MiB, accepted_lost 0
+//   flood, collector capped at 0.1 core (cgroup v1 cfs quota), quiet machine (load avg < 1),
+//   SEER_FLOOD_SECS=10, two runs: sustainable 51.6 K spans/s under the cap (closed loop),
+//   offered 502-516 K spans/s = 10.0x, ~4.8-5.1 K requests answered 429/503, ~4.3 K client-side
+//   failures (timeouts/resets while the capped child is throttled), max RSS 146-155 MiB
+//   (limit 256), accepted_lost 0. Earlier, uncapped: the client could offer only 0.55-0.63 M
+//   spans/s, about 1.5x the stored rate.
 //
 // Figures:
 // - ingest.spans_per_sec_per_core: OTLP/protobuf decode (seer's zero-copy, schema-checking
@@ -16,7 +19,8 @@
 //   collector built on the generated types pays before doing anything).
 // - ingest.stored_spans_per_sec: the same plus the store append through the real writer thread
 //   (redb, group commit, fsync per commit).
-// - flood: an in-process collector (memory limit 256 MiB) offered 10x the stored rate for 30 s
+// - flood: a collector child process (memory limit 256 MiB), in its own CPU-capped cgroup when
+//   one can be made, offered 10x its sustainable rate under that cap for 30 s
 //   over loopback HTTP: max RSS, the 503 share, and accepted_lost = spans acknowledged with 200
 //   that are not in the store afterwards (must be 0). SEER_FLOOD_SECS shortens it.
 //
@@ -25,6 +29,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -257,15 +262,228 @@ fn decode_derive_store(bodies: &[Bytes], dir: &std::path::Path) -> f64 {
     rate
 }
 
-struct Flood {
-    max_rss_mb: f64,
-    memory_limit_mb: u64,
-    offered_spans: u64,
-    accepted_spans: u64,
-    rejected_503: u64,
-    other: u64,
-    accepted_lost: u64,
-    secs: f64,
+/// A CPU allotment for the flood's collector child: a cgroup of its own with a CFS quota, so
+/// that its sustainable rate is one the load client (on the same machine) can offer 10x of.
+///
+/// cgroup v1: a child of this process's group in the `cpu` hierarchy, `cpu.cfs_quota_us` /
+/// `cpu.cfs_period_us`. cgroup v2: a sibling of this process's group (v2 lets only leaves hold
+/// processes), `cpu.max`. Removed on drop, also when unwinding from a panic: tasks still in it
+/// go back to this process's group first.
+struct CpuCap {
+    dir: PathBuf,
+    /// `cgroup.procs` of this process's own group, where leftover tasks go on removal.
+    home_procs: PathBuf,
+    mechanism: &'static str,
+    quota_us: u64,
+    period_us: u64,
+}
+
+const GROUP_PREFIX: &str = "seer-bench-flood-";
+
+/// `(mount point, root of the mount in the hierarchy)` of the cgroup v1 hierarchy holding the
+/// `cpu` controller, or of the cgroup v2 hierarchy (`v2 = true`).
+fn cgroup_mount(v2: bool) -> Option<(PathBuf, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let left: Vec<&str> = left.split(' ').collect();
+        let mut right = right.split(' ');
+        let (fstype, _source, opts) = (right.next()?, right.next()?, right.next()?);
+        let wanted = if v2 {
+            fstype == "cgroup2"
+        } else {
+            fstype == "cgroup" && opts.split(',').any(|o| o == "cpu")
+        };
+        if !wanted {
+            return None;
+        }
+        Some((PathBuf::from(left.get(4)?), (*left.get(3)?).to_owned()))
+    })
+}
+
+/// This process's group in the cpu v1 hierarchy (`v2 = false`) or the v2 hierarchy, as a path
+/// under the mount.
+fn own_cgroup(v2: bool, mount: &Path, mount_root: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (id, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        let wanted = if v2 {
+            id == "0" && controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == "cpu")
+        };
+        wanted.then_some(path)
+    })?;
+    let rel = path.strip_prefix(mount_root).unwrap_or(path);
+    Some(mount.join(rel.trim_start_matches('/')))
+}
+
+fn write(path: &Path, value: &str) -> Result<(), String> {
+    std::fs::write(path, value).map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+}
+
+impl CpuCap {
+    /// A new group named `seer-bench-flood-<pid>-<ns>` capped at `cores` (e.g. 0.1) over a
+    /// 100 ms period, or why none could be made.
+    fn create(cores: f64) -> Result<Self, String> {
+        let period_us = 100_000u64;
+        let quota_us = ((cores * period_us as f64).round() as u64).max(1_000);
+        let name = format!("{GROUP_PREFIX}{}-{}", std::process::id(), now_ns());
+        let mut why = Vec::new();
+        // cgroup v1 cpu controller.
+        match cgroup_mount(false) {
+            Some((mount, root)) => match own_cgroup(false, &mount, &root) {
+                Some(home) => {
+                    remove_stale_groups(&home);
+                    let dir = home.join(&name);
+                    match std::fs::create_dir(&dir) {
+                        Ok(()) => {
+                            let cap = Self {
+                                dir,
+                                home_procs: home.join("cgroup.procs"),
+                                mechanism: "cgroup v1 cpu controller (cfs quota)",
+                                quota_us,
+                                period_us,
+                            };
+                            // On error the drop removes the group.
+                            write(&cap.dir.join("cpu.cfs_period_us"), &period_us.to_string())?;
+                            write(&cap.dir.join("cpu.cfs_quota_us"), &quota_us.to_string())?;
+                            return Ok(cap);
+                        }
+                        Err(e) => why.push(format!("v1: mkdir {}: {e}", dir.display())),
+                    }
+                }
+                None => why.push("v1: own group not found in /proc/self/cgroup".to_owned()),
+            },
+            None => why.push("v1: no cpu hierarchy mounted".to_owned()),
+        }
+        // cgroup v2 with the cpu controller enabled for our parent's children.
+        match cgroup_mount(true) {
+            Some((mount, root)) => match own_cgroup(true, &mount, &root) {
+                Some(own) => {
+                    let base = if own == mount {
+                        own.clone()
+                    } else {
+                        own.parent().map_or_else(|| own.clone(), Path::to_path_buf)
+                    };
+                    let enabled = |p: &Path| {
+                        std::fs::read_to_string(p.join("cgroup.subtree_control"))
+                            .is_ok_and(|s| s.split_whitespace().any(|c| c == "cpu"))
+                    };
+                    if !enabled(&base) {
+                        // Only possible where `base` holds no processes itself (or is the root).
+                        let _ = std::fs::write(base.join("cgroup.subtree_control"), "+cpu");
+                    }
+                    if enabled(&base) {
+                        remove_stale_groups(&base);
+                        let dir = base.join(&name);
+                        match std::fs::create_dir(&dir) {
+                            Ok(()) => {
+                                let cap = Self {
+                                    dir,
+                                    home_procs: own.join("cgroup.procs"),
+                                    mechanism: "cgroup v2 cpu controller (cpu.max)",
+                                    quota_us,
+                                    period_us,
+                                };
+                                write(
+                                    &cap.dir.join("cpu.max"),
+                                    &format!("{quota_us} {period_us}"),
+                                )?;
+                                return Ok(cap);
+                            }
+                            Err(e) => why.push(format!("v2: mkdir {}: {e}", dir.display())),
+                        }
+                    } else {
+                        why.push(format!(
+                            "v2: cpu controller not enabled in {}/cgroup.subtree_control",
+                            base.display()
+                        ));
+                    }
+                }
+                None => why.push("v2: own group not found in /proc/self/cgroup".to_owned()),
+            },
+            None => why.push("v2: no cgroup2 hierarchy mounted".to_owned()),
+        }
+        Err(why.join("; "))
+    }
+
+    /// Moves process `pid` (all its threads) into the group.
+    fn add(&self, pid: u32) -> Result<(), String> {
+        write(&self.dir.join("cgroup.procs"), &pid.to_string())
+    }
+
+    /// `(periods, throttled periods)` from the group's `cpu.stat`.
+    fn throttling(&self) -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
+        let get = |k: &str| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+        };
+        Some((get("nr_periods ")?, get("nr_throttled ")?))
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mechanism": self.mechanism,
+            "group": self.dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "quota_us": self.quota_us,
+            "period_us": self.period_us,
+            "cores": self.quota_us as f64 / self.period_us as f64,
+        })
+    }
+}
+
+impl Drop for CpuCap {
+    fn drop(&mut self) {
+        // A group still holding tasks cannot be removed: send them home first.
+        for _ in 0..40 {
+            if let Ok(pids) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+                for pid in pids.split_whitespace() {
+                    let _ = std::fs::write(&self.home_procs, pid);
+                }
+            }
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "ingest bench: could not remove cgroup {}",
+            self.dir.display()
+        );
+    }
+}
+
+/// Removes flood groups left by runs that were killed (their process is gone); best effort.
+fn remove_stale_groups(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(GROUP_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
+/// Kills the collector child if the bench unwinds before shutting it down cleanly.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        // After a clean `wait` this is a no-op.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn rss_of(pid: u32) -> f64 {
@@ -279,11 +497,33 @@ fn rss_of(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system, all threads) process `pid` has used.
+fn cpu_secs_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name: state is field 3, utime 14, stime 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            // USER_HZ is 100 on every Linux ABI.
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 const FLOOD_MEMORY_MB: u64 = 256;
 
-/// The collector side of the flood, in a child process (so its RSS is the collector's alone):
-/// prints its address, runs until stdin closes, then shuts down cleanly.
-fn flood_server(dir: &std::path::Path) {
+/// Requests in flight in the closed-loop phase that measures the sustainable rate.
+const PROBE_CONCURRENCY: usize = 16;
+
+/// Most requests in flight on the client side during the open-loop flood.
+const FLOOD_IN_FLIGHT: usize = 4096;
+
+/// The collector side of the flood, in a child process (so its RSS is the collector's alone,
+/// and its CPU can be capped): prints its address, runs until stdin closes, then shuts down
+/// cleanly.
+fn flood_server(dir: &Path) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -314,120 +554,289 @@ fn flood_server(dir: &std::path::Path) {
     });
 }
 
-/// Offers `target_spans_per_sec` open-loop (a new request every period, whatever the replies)
-/// for `secs`, with at most 4096 requests in flight on the client side.
-fn flood(target_spans_per_sec: f64, secs: u64) -> Flood {
+/// What one phase against the child saw.
+#[derive(Default)]
+struct Phase {
+    secs: f64,
+    /// Requests sent.
+    sent: u64,
+    accepted_spans: u64,
+    /// Requests answered 429 or 503.
+    rejected: u64,
+    /// Requests that failed otherwise (timeouts, resets, other statuses).
+    other: u64,
+    /// Open loop only: requests due but not sent because `FLOOD_IN_FLIGHT` were in flight.
+    skipped: u64,
+    /// CPU the child used during the phase, in cores.
+    child_cores: f64,
+    max_rss_mb: f64,
+}
+
+impl Phase {
+    fn offered_spans(&self) -> u64 {
+        self.sent * SPANS_PER_REQUEST as u64
+    }
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+>;
+
+/// Posts one body; `Some(status)` or `None` when the request failed.
+async fn post_one(client: &HttpClient, url: &str, body: Bytes) -> Option<u16> {
+    seer_collector::agent::post(
+        client,
+        url,
+        "application/x-protobuf",
+        None,
+        body,
+        Duration::from_secs(30),
+    )
+    .await
+    .ok()
+    .map(|(s, _)| s.as_u16())
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted_spans: AtomicU64,
+    rejected: AtomicU64,
+    other: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, status: Option<u16>) {
+        match status {
+            Some(200) => self
+                .accepted_spans
+                .fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed),
+            Some(429 | 503) => self.rejected.fetch_add(1, Ordering::Relaxed),
+            _ => self.other.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Samples the child's RSS every 50 ms until `stop` is set; returns the maximum.
+async fn watch_rss(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> f64 {
+    let mut max = rss_of(pid);
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        max = max.max(rss_of(pid));
+    }
+    max
+}
+
+/// Closed loop: `PROBE_CONCURRENCY` clients each post the next request as soon as the previous
+/// one is answered, for `secs`. The accepted rate is the rate the child sustains.
+async fn closed_loop(
+    client: &HttpClient,
+    url: &str,
+    pool: &Arc<Vec<Bytes>>,
+    pid: u32,
+    secs: f64,
+) -> Phase {
+    let counters = Arc::new(Counters::default());
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop_rss = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rss = tokio::spawn(watch_rss(pid, Arc::clone(&stop_rss)));
+    let cpu0 = cpu_secs_of(pid);
+    let started = Instant::now();
+    let stop_at = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..PROBE_CONCURRENCY {
+        let (client, url, pool, counters, sent) = (
+            client.clone(),
+            url.to_owned(),
+            Arc::clone(pool),
+            Arc::clone(&counters),
+            Arc::clone(&sent),
+        );
+        workers.spawn(async move {
+            let mut k = w;
+            while tokio::time::Instant::now() < stop_at {
+                sent.fetch_add(1, Ordering::Relaxed);
+                counters.count(post_one(&client, &url, pool[k % pool.len()].clone()).await);
+                k += PROBE_CONCURRENCY;
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let secs = started.elapsed().as_secs_f64();
+    stop_rss.store(true, Ordering::Relaxed);
+    Phase {
+        secs,
+        sent: sent.load(Ordering::Relaxed),
+        accepted_spans: counters.accepted_spans.load(Ordering::Relaxed),
+        rejected: counters.rejected.load(Ordering::Relaxed),
+        other: counters.other.load(Ordering::Relaxed),
+        skipped: 0,
+        child_cores: (cpu_secs_of(pid) - cpu0) / secs,
+        max_rss_mb: rss.await.unwrap(),
+    }
+}
+
+/// Open loop: a new request every period whatever the replies, for `secs`, with at most
+/// `FLOOD_IN_FLIGHT` in flight (requests due beyond that are counted as skipped, not sent).
+async fn open_loop(
+    client: &HttpClient,
+    url: &str,
+    pool: &Arc<Vec<Bytes>>,
+    pid: u32,
+    target_spans_per_sec: f64,
+    secs: f64,
+) -> Phase {
+    let counters = Arc::new(Counters::default());
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(FLOOD_IN_FLIGHT));
+    let stop_rss = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rss = tokio::spawn(watch_rss(pid, Arc::clone(&stop_rss)));
+    let period = Duration::from_secs_f64(SPANS_PER_REQUEST as f64 / target_spans_per_sec.max(1.0));
+    let cpu0 = cpu_secs_of(pid);
+    let started = Instant::now();
+    let stop_at = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    let mut next = tokio::time::Instant::now();
+    let (mut sent, mut skipped) = (0u64, 0u64);
+    let mut tasks = tokio::task::JoinSet::new();
+    while tokio::time::Instant::now() < stop_at {
+        // Catch up in bursts when behind (open loop), yielding between bursts.
+        let now = tokio::time::Instant::now();
+        while next <= now {
+            next += period;
+            let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                skipped += 1;
+                continue;
+            };
+            let (body, url, client, counters) = (
+                pool[sent as usize % pool.len()].clone(),
+                url.to_owned(),
+                client.clone(),
+                Arc::clone(&counters),
+            );
+            sent += 1;
+            tasks.spawn(async move {
+                counters.count(post_one(&client, &url, body).await);
+                drop(permit);
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The offered window ends here; the answers still outstanding are awaited below.
+    let offer_secs = started.elapsed().as_secs_f64();
+    let child_cores = (cpu_secs_of(pid) - cpu0) / offer_secs;
+    while tasks.join_next().await.is_some() {}
+    stop_rss.store(true, Ordering::Relaxed);
+    Phase {
+        secs: offer_secs,
+        sent,
+        accepted_spans: counters.accepted_spans.load(Ordering::Relaxed),
+        rejected: counters.rejected.load(Ordering::Relaxed),
+        other: counters.other.load(Ordering::Relaxed),
+        skipped,
+        child_cores,
+        max_rss_mb: rss.await.unwrap(),
+    }
+}
+
+/// The flood: a collector child (memory limit `FLOOD_MEMORY_MB`) in a CPU cap of `cap_cores`
+/// (none when `None` or when no cgroup can be made), its sustainable rate measured closed-loop
+/// for `probe_secs`, then 10x that offered open-loop for `secs`; afterwards the store is read
+/// to count acknowledged spans that are missing.
+fn flood(cap_cores: Option<f64>, probe_secs: f64, secs: f64) -> serde_json::Value {
     use std::io::BufRead;
     let dir = tempfile_dir();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("SEER_FLOOD_SERVER", &dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Declared before `child`, so dropped (the group removed) after the child is gone.
+    let mut cap = match cap_cores {
+        Some(c) => CpuCap::create(c),
+        None => Err("disabled (SEER_FLOOD_CPU_PCT=0)".to_owned()),
+    };
+    let mut child = ChildGuard(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .env("SEER_FLOOD_SERVER", &dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    if let Ok(c) = &cap
+        && let Err(e) = c.add(pid)
+    {
+        cap = Err(e);
+    }
+    let cap_json = match &cap {
+        Ok(c) => c.json(),
+        Err(why) => {
+            eprintln!("ingest bench: flood child NOT CPU-capped: {why}");
+            serde_json::json!({"mechanism": "none (uncapped: the child shares the machine with the client)", "why": why})
+        }
+    };
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line.trim().to_owned();
-    let pid = child.id();
+    let url = format!("http://{}/v1/traces", line.trim());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let (f, _) = rt.block_on(async move {
-        let url = format!("http://{addr}/v1/traces");
+    let (probe, target, fl) = rt.block_on(async {
         let pool: Arc<Vec<Bytes>> = Arc::new(bodies(64, now_ns()));
-        let counters = Arc::new([
-            AtomicU64::new(0),
-            AtomicU64::new(0),
-            AtomicU64::new(0),
-            AtomicU64::new(0),
-        ]);
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(4096));
         let client = seer_collector::agent::client();
-        let period =
-            Duration::from_secs_f64(SPANS_PER_REQUEST as f64 / target_spans_per_sec.max(1.0));
-        let started = Instant::now();
-        let stop_at = tokio::time::Instant::now() + Duration::from_secs(secs);
-        let mut next = tokio::time::Instant::now();
-        let mut k = 0usize;
-        let mut max_rss = rss_of(pid);
-        let mut last_sample = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        while tokio::time::Instant::now() < stop_at {
-            // Catch up in bursts when behind (open loop), yielding between bursts.
-            while next <= tokio::time::Instant::now() {
-                next += period;
-                let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
-                    break;
-                };
-                let (body, url, client, counters) = (
-                    pool[k % pool.len()].clone(),
-                    url.clone(),
-                    client.clone(),
-                    Arc::clone(&counters),
-                );
-                k += 1;
-                counters[0].fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed);
-                tasks.spawn(async move {
-                    match seer_collector::agent::post(
-                        &client,
-                        &url,
-                        "application/x-protobuf",
-                        None,
-                        body,
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    {
-                        Ok((s, _)) if s == 200 => {
-                            counters[1].fetch_add(SPANS_PER_REQUEST as u64, Ordering::Relaxed)
-                        }
-                        Ok((s, _)) if s == 503 || s == 429 => {
-                            counters[2].fetch_add(1, Ordering::Relaxed)
-                        }
-                        _ => counters[3].fetch_add(1, Ordering::Relaxed),
-                    };
-                    drop(permit);
-                });
-            }
-            while tasks.try_join_next().is_some() {}
-            if last_sample.elapsed() >= Duration::from_millis(50) {
-                max_rss = max_rss.max(rss_of(pid));
-                last_sample = Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        while tasks.join_next().await.is_some() {
-            max_rss = max_rss.max(rss_of(pid));
-        }
-        let secs = started.elapsed().as_secs_f64();
-        (
-            Flood {
-                max_rss_mb: max_rss,
-                memory_limit_mb: FLOOD_MEMORY_MB,
-                offered_spans: counters[0].load(Ordering::Relaxed),
-                accepted_spans: counters[1].load(Ordering::Relaxed),
-                rejected_503: counters[2].load(Ordering::Relaxed),
-                other: counters[3].load(Ordering::Relaxed),
-                accepted_lost: 0,
-                secs,
-            },
-            (),
-        )
+        let probe = closed_loop(&client, &url, &pool, pid, probe_secs).await;
+        let sustainable = probe.accepted_spans as f64 / probe.secs;
+        assert!(
+            sustainable > 0.0,
+            "the collector accepted nothing in the closed loop"
+        );
+        let target = sustainable * 10.0;
+        let fl = open_loop(&client, &url, &pool, pid, target, secs).await;
+        (probe, target, fl)
     });
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success(), "collector child failed");
+    let throttling = cap.as_ref().ok().and_then(CpuCap::throttling);
+    drop(child.0.stdin.take());
+    assert!(child.0.wait().unwrap().success(), "collector child failed");
+    drop(cap);
     let store = Store::open(&dir, 8 << 20).unwrap();
     let stored = store.stats().unwrap().spans;
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
-    Flood {
-        accepted_lost: f.accepted_spans.saturating_sub(stored),
-        ..f
-    }
+    let accepted = probe.accepted_spans + fl.accepted_spans;
+    let sustainable = probe.accepted_spans as f64 / probe.secs;
+    let offered = fl.offered_spans() as f64 / fl.secs;
+    let max_rss = probe.max_rss_mb.max(fl.max_rss_mb);
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    serde_json::json!({
+        "cpu_cap": cap_json,
+        "sustainable": {
+            "spans_per_sec": sustainable.round(),
+            "method": format!("closed loop, {PROBE_CONCURRENCY} requests in flight, under the same cap"),
+            "seconds": r1(probe.secs),
+            "accepted_spans": probe.accepted_spans,
+            "rejected_requests_429_503": probe.rejected,
+            "failed_requests_other": probe.other,
+            "child_cpu_cores": r2(probe.child_cores),
+        },
+        "target_offered_spans_per_sec": target.round(),
+        "achieved_offered_spans_per_sec": offered.round(),
+        "offered_ratio_vs_sustainable": r2(offered / sustainable),
+        "seconds": r1(fl.secs),
+        "offered_spans": fl.offered_spans(),
+        "accepted_spans": fl.accepted_spans,
+        "accepted_spans_per_sec": (fl.accepted_spans as f64 / fl.secs).round(),
+        "rejected_requests_429_503": fl.rejected,
+        "failed_requests_other": fl.other,
+        "skipped_requests_client_in_flight_cap": fl.skipped,
+        "child_cpu_cores": r2(fl.child_cores),
+        "cgroup_periods_throttled": throttling.map(|(p, t)| serde_json::json!({"periods": p, "throttled": t})),
+        "max_rss_mb": r1(max_rss),
+        "memory_limit_mb": FLOOD_MEMORY_MB,
+        "rss_under_limit": max_rss < FLOOD_MEMORY_MB as f64,
+        "stored_spans": stored,
+        "accepted_lost": accepted.saturating_sub(stored),
+    })
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
@@ -471,11 +880,18 @@ fn main() {
         );
         return;
     }
-    let secs: u64 = std::env::var("SEER_FLOOD_SECS")
+    let secs: f64 = std::env::var("SEER_FLOOD_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 2 } else { 30 });
-    let f = flood(stored * 10.0, secs);
+        .unwrap_or(if quick { 2.0 } else { 30.0 });
+    let probe_secs = (secs / 3.0).clamp(1.0, 10.0);
+    // The child's CPU allotment in percent of one core; 0 runs it uncapped.
+    let cap_pct: f64 = std::env::var("SEER_FLOOD_CPU_PCT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let flood = flood((cap_pct > 0.0).then_some(cap_pct / 100.0), probe_secs, secs);
+    let lost = flood["accepted_lost"].as_u64();
     let report = serde_json::json!({
         "ingest": {
             "spans_per_sec_per_core": per_core.round(),
@@ -486,23 +902,12 @@ fn main() {
             "spans_per_request": SPANS_PER_REQUEST,
             "targets": {"spans_per_sec_per_core": 1_000_000, "stored_spans_per_sec": 300_000},
         },
-        "flood": {
-            "target_offered_spans_per_sec": (stored * 10.0).round(),
-            "achieved_offered_spans_per_sec": (f.offered_spans as f64 / f.secs).round(),
-            "seconds": (f.secs * 10.0).round() / 10.0,
-            "offered_spans": f.offered_spans,
-            "accepted_spans": f.accepted_spans,
-            "rejected_requests_503": f.rejected_503,
-            "failed_requests_other": f.other,
-            "max_rss_mb": (f.max_rss_mb * 10.0).round() / 10.0,
-            "memory_limit_mb": f.memory_limit_mb,
-            "accepted_lost": f.accepted_lost,
-        }
+        "flood": flood,
     });
     if quick {
         println!("{report}");
     } else {
         seer_benches::report("ingest", &report).unwrap();
     }
-    assert_eq!(f.accepted_lost, 0, "spans acknowledged with 200 were lost");
+    assert_eq!(lost, Some(0), "spans acknowledged with 200 were lost");
 }
