@@ -359,16 +359,22 @@ mod tests {
             .collect()
     }
 
-    fn tick(p: &mut ReactivePredictor, t: u64, rows: &[(f32, f32)]) -> PredictionSet {
-        let services: Vec<String> = (0..rows.len()).map(|i| format!("s{i}")).collect();
-        let features: Vec<f32> = rows.iter().flat_map(|(q, l)| row(*q, *l)).collect();
+    /// One tick of `features` (row-major, [`FEATURES`] wide) for services `s0`, `s1`, ...
+    fn observe(p: &mut ReactivePredictor, t: u64, features: &[f32]) -> PredictionSet {
+        let n = features.len() / FEATURES.len();
+        let services: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
         p.observe(&TickInput {
             tick: t,
             services: &services,
-            features: &features,
+            features,
             feature_names: FEATURES,
             edges: &[],
         })
+    }
+
+    fn tick(p: &mut ReactivePredictor, t: u64, rows: &[(f32, f32)]) -> PredictionSet {
+        let features: Vec<f32> = rows.iter().flat_map(|(q, l)| row(*q, *l)).collect();
+        observe(p, t, &features)
     }
 
     #[test]
@@ -420,7 +426,6 @@ mod tests {
     }
 
     fn cpu_tick(p: &mut ReactivePredictor, t: u64, throttled: &[f32]) -> PredictionSet {
-        let services: Vec<String> = (0..throttled.len()).map(|i| format!("s{i}")).collect();
         let features: Vec<f32> = throttled
             .iter()
             .flat_map(|thr| {
@@ -433,13 +438,7 @@ mod tests {
                 })
             })
             .collect();
-        p.observe(&TickInput {
-            tick: t,
-            services: &services,
-            features: &features,
-            feature_names: FEATURES,
-            edges: &[],
-        })
+        observe(p, t, &features)
     }
 
     #[test]
