@@ -9,6 +9,7 @@
 //! | admin bearer token | `--admin-token` | `SEER_ADMIN_TOKEN` | none (open) |
 //! | tick length (ms) | `--tick-ms` | `SEER_TICK_MS` | 100 |
 //! | watermark for late windows (ms) | `--watermark-ms` | `SEER_WATERMARK_MS` | 300 |
+//! | close a tick once every active SDK process reported it | `--no-early-close` | `SEER_NO_EARLY_CLOSE` | on |
 //! | request body limit, decompressed (bytes) | `--max-body-bytes` | `SEER_MAX_BODY_BYTES` | 67108864 |
 //! | memory limit (MiB; 1/4 for queued ingest, 1/8 store cache) | `--memory-limit-mb` | `SEER_MEMORY_LIMIT_MB` | 512 |
 //! | open connections (more get 503) | `--max-connections` | `SEER_MAX_CONNECTIONS` | 256 |
@@ -17,7 +18,7 @@
 //! | webhook URLs (repeat / comma list) | `--webhook` | `SEER_WEBHOOKS` | none |
 //! | node name | `--node` | `SEER_NODE` | the host name |
 //! | node sampler on/off | `--no-sampler` | `SEER_NO_SAMPLER` | on |
-//! | predictor (`model` or `reactive`) | `--predictor` | `SEER_PREDICTOR` | `model` when built with feature `model`, else `reactive` |
+//! | predictor (`model`, `model-only` or `reactive`) | `--predictor` | `SEER_PREDICTOR` | `model` when built with feature `model`, else `reactive` |
 //! | libtorch threads of the model | `--model-threads` | `SEER_MODEL_THREADS` | 1 |
 //! | upstream collector (agent) | `--upstream` | `SEER_UPSTREAM` | required for `agent` |
 //! | QoS spec, advice tunables | TOML only (`[[qos]]`, `[advice]`) | | none / see `AdviceConfig` |
@@ -122,6 +123,10 @@ pub struct Config {
     pub tick_ms: u64,
     /// How long after a tick ends its windows are still accepted, milliseconds.
     pub watermark_ms: u64,
+    /// Close a tick before its watermark once every SDK process active in the last second has
+    /// posted its window for it (and no span-only service is active). Cuts the prediction delay
+    /// from the watermark to the slowest exporter's post, typically a few milliseconds.
+    pub early_close: bool,
     /// Largest accepted request body after decompression, bytes.
     pub max_body_bytes: usize,
     /// Memory budget for request bodies and queued spans, MiB. Requests beyond it get 503.
@@ -159,12 +164,16 @@ pub struct Config {
 
 /// Which predictor the collector runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum PredictorKind {
     /// seer-model's CNN+LSTM (feature `model`), with the reactive rule answering until the model
-    /// has earned its place and whenever its recent precision falls below the floor. Its
+    /// has earned its place and whenever its recent precision falls below the floor; while the
+    /// model predicts, each service's risk is the higher of the two (the rule's hard-evidence
+    /// terms catch a step fault a tick or two before the model's window shows it). Its
     /// checkpoint is kept at `<data_dir>/model.ckpt`.
     Model,
+    /// As `model`, but while the model predicts it answers alone (for comparisons).
+    ModelOnly,
     /// The reactive baseline alone: queue depth and latency against an EWMA baseline.
     Reactive,
 }
@@ -188,6 +197,7 @@ impl Default for Config {
             admin_token: None,
             tick_ms: 100,
             watermark_ms: 300,
+            early_close: true,
             max_body_bytes: 64 << 20,
             memory_limit_mb: 512,
             max_services: 1024,
@@ -242,6 +252,10 @@ pub struct Overrides {
     /// How long late windows are still accepted after their tick, ms [default: 300].
     #[arg(long, env = "SEER_WATERMARK_MS", value_name = "MS")]
     pub watermark_ms: Option<u64>,
+    /// Always wait for the watermark before closing a tick, even when every SDK process has
+    /// already reported it.
+    #[arg(long, env = "SEER_NO_EARLY_CLOSE")]
+    pub no_early_close: bool,
     /// Request body limit after decompression, bytes [default: 67108864].
     #[arg(long, env = "SEER_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -368,6 +382,9 @@ impl Config {
         if o.node.is_some() {
             self.node.clone_from(&o.node);
         }
+        if o.no_early_close {
+            self.early_close = false;
+        }
         if o.no_sampler {
             self.sampler = false;
         }
@@ -406,7 +423,11 @@ impl Config {
         if self.max_services == 0 {
             return bad("max_services", "must be at least 1");
         }
-        if self.predictor == PredictorKind::Model && !cfg!(feature = "model") {
+        if matches!(
+            self.predictor,
+            PredictorKind::Model | PredictorKind::ModelOnly
+        ) && !cfg!(feature = "model")
+        {
             return bad(
                 "predictor",
                 "`model` needs a collector built with the `model` feature; use `reactive`",

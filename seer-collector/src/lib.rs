@@ -77,12 +77,12 @@ use store::writer::{RetentionPolicy, StoreHandle};
 pub fn default_predictor(cfg: &Config) -> Box<dyn Predictor> {
     match cfg.predictor {
         #[cfg(feature = "model")]
-        config::PredictorKind::Model => {
+        config::PredictorKind::Model | config::PredictorKind::ModelOnly => {
             let model = seer_model::ModelConfig::default()
                 .with_threads(cfg.model_threads)
                 .with_checkpoint(cfg.data_dir.join("model.ckpt"));
             match predict::ModelPredictor::new(model) {
-                Ok(p) => Box::new(p),
+                Ok(p) => Box::new(p.with_ensemble(cfg.predictor == config::PredictorKind::Model)),
                 Err(err) => {
                     tracing::error!(
                         error = %err,

@@ -195,7 +195,9 @@ pub fn run_aggregator(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        if Instant::now() < next {
+        // On the half-tick cadence, or as soon as every active SDK process has reported the next
+        // tick (the early close).
+        if Instant::now() < next && !agg.early_ready(now_unix_ns()) {
             continue;
         }
         next = Instant::now() + tick / 2;

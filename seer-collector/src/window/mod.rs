@@ -69,6 +69,11 @@ pub struct AggregatorConfig {
     pub service_ttl_ticks: u64,
     /// Ticks of features kept in the ring.
     pub ring_ticks: usize,
+    /// Close a tick before its watermark once every active SDK process has posted it.
+    pub early_close: bool,
+    /// Ticks without a window after which a process no longer counts as active (for the early
+    /// close).
+    pub active_ticks: u64,
 }
 
 impl AggregatorConfig {
@@ -84,6 +89,8 @@ impl AggregatorConfig {
             slow_trace_ns: (c.slow_trace_ms * 1e6) as u64,
             service_ttl_ticks: (10_000_000_000 / tick_ns.max(1)).max(1),
             ring_ticks: 600,
+            early_close: c.early_close,
+            active_ticks: (1_000_000_000 / tick_ns.max(1)).max(1),
         }
     }
 }
@@ -166,6 +173,8 @@ struct ServiceAcc {
 struct TickState {
     services: FastMap<u32, ServiceAcc>,
     qos: Vec<Histogram>,
+    /// (service, pid) of every native window batch merged into this tick.
+    posted: Vec<(u32, u32)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -174,6 +183,8 @@ struct ServiceInfo {
     node: Option<String>,
     native_tick: Option<u64>,
     last_tick: u64,
+    /// SDK processes of this service: (pid, newest tick they posted a window for).
+    instances: Vec<(u32, u64)>,
 }
 
 /// Everything one closed tick produces.
@@ -325,6 +336,7 @@ impl Aggregator {
         self.open.entry(tick).or_insert_with(|| TickState {
             services: FastMap::default(),
             qos: vec![Histogram::new_latency(); n],
+            posted: Vec::new(),
         })
     }
 
@@ -339,6 +351,16 @@ impl Aggregator {
             let info = &mut self.services[id as usize];
             info.native_tick = Some(info.native_tick.unwrap_or(0).max(tick));
             info.last_tick = info.last_tick.max(tick);
+            match info.instances.iter_mut().find(|(p, _)| *p == batch.pid) {
+                Some((_, last)) => *last = (*last).max(tick),
+                None => {
+                    // Forget processes that have been silent for long (restarts bring new pids).
+                    let ttl = self.cfg.service_ttl_ticks;
+                    info.instances
+                        .retain(|(_, last)| tick.saturating_sub(*last) <= ttl);
+                    info.instances.push((batch.pid, tick));
+                }
+            }
             let n = if batch.node.is_empty() {
                 node
             } else {
@@ -363,6 +385,9 @@ impl Aggregator {
             })
             .collect();
         let st = self.state(tick);
+        if !st.posted.contains(&(id, batch.pid)) {
+            st.posted.push((id, batch.pid));
+        }
         let acc = st.services.entry(id).or_default();
         acc.native = true;
         for (w, specs) in batch.windows.iter().zip(qos_idx) {
@@ -519,7 +544,56 @@ impl Aggregator {
             .find(|l| l.start <= unix_ns && l.end.is_none_or(|e| unix_ns <= e))
     }
 
-    /// Closes every tick whose end plus the watermark is at or before `now_ns`.
+    /// Whether `tick` can close before its watermark: it has ended, and every SDK process active
+    /// in the last second (see [`AggregatorConfig::active_ticks`]) has posted its window for it.
+    /// Never while a service that sends only spans is active: its derived windows trickle in
+    /// with the span batches, so only the watermark bounds them.
+    fn reported_by_all(&self, tick: u64, now_tick: u64) -> bool {
+        if !self.cfg.early_close || tick >= now_tick {
+            return false;
+        }
+        let Some(st) = self.open.get(&tick) else {
+            return false;
+        };
+        let since = tick.saturating_sub(self.cfg.active_ticks);
+        let mut expected = 0usize;
+        for (id, info) in self.services.iter().enumerate() {
+            if info.last_tick == 0 || info.last_tick < since {
+                continue;
+            }
+            if info.native_tick.is_none_or(|t| t < since) {
+                return false;
+            }
+            for (pid, last) in &info.instances {
+                if *last < since {
+                    continue;
+                }
+                expected += 1;
+                if !st.posted.iter().any(|p| p.0 as usize == id && p.1 == *pid) {
+                    return false;
+                }
+            }
+        }
+        expected > 0
+    }
+
+    /// Whether [`Aggregator::advance`] at `now_ns` would close a tick early (cheap; lets the
+    /// pipeline close as soon as the last window of a tick arrives).
+    pub fn early_ready(&self, now_ns: u64) -> bool {
+        let now_tick = now_ns / self.cfg.tick_ns.max(1);
+        let next = match self.closed_upto {
+            Some(c) => c,
+            None => match self.open.keys().next() {
+                Some(k) => *k,
+                None => return false,
+            },
+        };
+        self.reported_by_all(next, now_tick)
+    }
+
+    /// Closes every tick whose end plus the watermark is at or before `now_ns`, then (with
+    /// [`AggregatorConfig::early_close`]) every following ended tick that all active SDK
+    /// processes have already reported.
     pub fn advance(&mut self, now_ns: u64) -> Vec<ClosedTick> {
         let tick_ns = self.cfg.tick_ns.max(1);
         let now_tick = now_ns / tick_ns;
@@ -527,7 +601,13 @@ impl Aggregator {
         for t in self.assembler.drain_idle(now_tick, 10_000) {
             self.finalize_trace(&t);
         }
-        let limit = now_ns.saturating_sub(self.cfg.watermark_ns) / tick_ns; // ticks < limit close
+        let mut limit = now_ns.saturating_sub(self.cfg.watermark_ns) / tick_ns; // ticks < limit close
+        if let Some(c) = self.closed_upto {
+            limit = limit.max(c);
+        }
+        while self.reported_by_all(limit, now_tick) {
+            limit += 1;
+        }
         let first = match self.closed_upto {
             Some(c) => c,
             None => match self.open.keys().next() {

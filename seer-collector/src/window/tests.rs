@@ -20,7 +20,26 @@ fn cfg(qos: Vec<QosSpec>) -> AggregatorConfig {
         slow_trace_ns: 50_000_000,
         service_ttl_ticks: 100,
         ring_ticks: 100,
+        early_close: false,
+        active_ticks: 10,
     }
+}
+
+fn early_cfg() -> AggregatorConfig {
+    AggregatorConfig {
+        early_close: true,
+        ..cfg(vec![])
+    }
+}
+
+fn from_pid(mut b: WindowBatch, pid: u32) -> WindowBatch {
+    b.pid = pid;
+    b
+}
+
+/// Ticks of the closed frames.
+fn ticks(closed: &[ClosedTick]) -> Vec<u64> {
+    closed.iter().map(|c| c.frame.tick).collect()
 }
 
 fn window(service: &str, tick: u64, endpoint: &str, lat_ms: &[u64], queue: f64) -> WindowBatch {
@@ -218,4 +237,151 @@ proptest! {
         prop_assert_eq!(total, ticks.len() as u64);
         prop_assert_eq!(a.drops().late, 0);
     }
+}
+
+#[test]
+fn a_tick_closes_early_once_every_active_process_posted_it() {
+    let mut a = Aggregator::new(early_cfg());
+    let ms = 1_000_000;
+    // Ticks 10 and 11 from two processes; the first close waits for the watermark.
+    for t in [10, 11] {
+        a.on_windows(
+            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
+            None,
+            (t + 1) * TICK + ms,
+        );
+        a.on_windows(
+            &from_pid(window("b", t, "GET /", &[5], 0.0), 2),
+            None,
+            (t + 1) * TICK + ms,
+        );
+    }
+    // Both ended and fully reported: they close 200 ms before their watermarks.
+    assert!(a.early_ready(12 * TICK + 2 * ms));
+    assert_eq!(ticks(&a.advance(12 * TICK + 2 * ms)), vec![10, 11]);
+    // Tick 12: only a has posted; it waits for b.
+    a.on_windows(
+        &from_pid(window("a", 12, "GET /", &[5], 0.0), 1),
+        None,
+        13 * TICK + ms,
+    );
+    assert!(!a.early_ready(13 * TICK + ms));
+    assert!(a.advance(13 * TICK + ms).is_empty());
+    a.on_windows(
+        &from_pid(window("b", 12, "GET /", &[7], 0.0), 2),
+        None,
+        13 * TICK + 2 * ms,
+    );
+    assert!(a.early_ready(13 * TICK + 2 * ms));
+    let closed = a.advance(13 * TICK + 2 * ms);
+    assert_eq!(ticks(&closed), vec![12]);
+    assert_eq!(
+        closed[0].windows.len(),
+        2,
+        "both windows are in the early frame"
+    );
+    // A tick that has not ended never closes early, even when reported.
+    a.on_windows(
+        &from_pid(window("a", 13, "GET /", &[5], 0.0), 1),
+        None,
+        13 * TICK + 3 * ms,
+    );
+    a.on_windows(
+        &from_pid(window("b", 13, "GET /", &[5], 0.0), 2),
+        None,
+        13 * TICK + 3 * ms,
+    );
+    assert!(!a.early_ready(13 * TICK + 50 * ms));
+    assert!(a.advance(13 * TICK + 50 * ms).is_empty());
+    assert_eq!(ticks(&a.advance(14 * TICK)), vec![13]);
+    assert_eq!(a.drops().late, 0);
+}
+
+#[test]
+fn every_process_of_a_service_counts_and_silent_ones_expire() {
+    let mut a = Aggregator::new(early_cfg());
+    // Two replicas of a (pids 1 and 3).
+    for t in [10, 11] {
+        a.on_windows(
+            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
+            None,
+            (t + 1) * TICK,
+        );
+        a.on_windows(
+            &from_pid(window("a", t, "GET /", &[5], 0.0), 3),
+            None,
+            (t + 1) * TICK,
+        );
+    }
+    assert_eq!(ticks(&a.advance(13 * TICK)), vec![10, 11]);
+    a.on_windows(
+        &from_pid(window("a", 12, "GET /", &[5], 0.0), 1),
+        None,
+        13 * TICK + 1,
+    );
+    assert!(
+        !a.early_ready(13 * TICK + 1),
+        "replica 3 has not posted tick 12"
+    );
+    // Replica 3 is gone. Tick t closes at its own end only when early; ticks up to 21 wait for
+    // replica 3 (silent since 11, active for `active_ticks` = 10 more), so 21 closes on its
+    // watermark at the end of 23, and 22 and 23 close early with it.
+    let mut early_at = None;
+    for t in 12..40 {
+        a.on_windows(
+            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
+            None,
+            (t + 1) * TICK + 1,
+        );
+        if ticks(&a.advance((t + 1) * TICK + 1)).contains(&t) {
+            early_at = Some(t);
+            break;
+        }
+    }
+    assert_eq!(early_at, Some(23));
+}
+
+#[test]
+fn a_span_only_service_keeps_the_watermark() {
+    let mut a = Aggregator::new(early_cfg());
+    let ms = 1_000_000;
+    for t in [10, 11] {
+        a.on_windows(
+            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
+            None,
+            (t + 1) * TICK + ms,
+        );
+    }
+    assert_eq!(ticks(&a.advance(13 * TICK)), vec![10, 11]);
+    // "s" sends only OTLP spans (tick 12 = 1200..1300 ms).
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![rs("s", vec![span(9, 1, 0, 2, "GET /s", 1210, 1220)])],
+    };
+    let b = otlp::decode(Bytes::from(req.encode_to_vec())).unwrap();
+    a.on_spans(&b, 1250 * ms);
+    a.on_windows(
+        &from_pid(window("a", 12, "GET /", &[5], 0.0), 1),
+        None,
+        13 * TICK + ms,
+    );
+    assert!(!a.early_ready(13 * TICK + ms));
+    assert!(a.advance(13 * TICK + ms).is_empty());
+    let closed = a.advance(15 * TICK);
+    assert_eq!(ticks(&closed), vec![12]);
+    assert!(closed[0].windows.iter().any(|w| w.service == "s"));
+}
+
+#[test]
+fn early_close_off_waits_for_the_watermark() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    for t in [10, 11, 12] {
+        a.on_windows(
+            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
+            None,
+            (t + 1) * TICK,
+        );
+    }
+    assert_eq!(ticks(&a.advance(13 * TICK)), vec![10]);
+    assert!(!a.early_ready(13 * TICK + 1));
+    assert!(a.advance(13 * TICK + 1).is_empty());
 }
