@@ -30,6 +30,8 @@ pub const HORIZON_TICKS: usize = 50;
 pub const GRACE_S: f64 = 5.0;
 /// Ticks in a row a service must be named before it counts (filters one-tick noise).
 pub const CONFIRM_TICKS: usize = 3;
+/// The step-fault floor: the culprit named (confirmed) within this many ticks of the start.
+pub const STEP_NAMED_WITHIN_TICKS: usize = 5;
 
 /// The summary `cargo xtask eval` prints.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -89,6 +91,9 @@ pub struct StepSummary {
     pub culprit_accuracy: Option<f64>,
     /// Median ticks from the fault's start to the first tick naming its service.
     pub time_to_culprit_ticks_p50: Option<f64>,
+    /// Step faults whose service was named within [`STEP_NAMED_WITHIN_TICKS`] ticks of the
+    /// start, over all step faults.
+    pub named_within_5_ticks: Option<f64>,
     /// Median seconds of violation within the fault window.
     pub recovery_s_p50: Option<f64>,
     /// Avoided over those that caused a violation in the `off` run.
@@ -403,6 +408,16 @@ pub fn summarize(
         step: StepSummary {
             faults: class_of(FaultClass::Step).count(),
             culprit_accuracy: culprit_acc(FaultClass::Step),
+            named_within_5_ticks: if has_preds {
+                ratio(
+                    ttc.iter()
+                        .filter(|t| **t <= STEP_NAMED_WITHIN_TICKS as f64)
+                        .count(),
+                    class_of(FaultClass::Step).count(),
+                )
+            } else {
+                None
+            },
             time_to_culprit_ticks_p50: quantile(&mut ttc, 0.5),
             recovery_s_p50: quantile(&mut rec, 0.5),
             avoided_fraction: avoided(FaultClass::Step),
@@ -522,6 +537,27 @@ mod tests {
         let (off_s, _) = summarize(&off, None, 10);
         assert_eq!(off_s.episodes, 1);
         assert_eq!(off_s.gradual.avoided_fraction, None);
+    }
+
+    #[test]
+    fn step_time_to_culprit_counts_the_confirmation() {
+        // Two step faults on text: at tick 100 (named from 102: confirmed at 104, 4 ticks) and
+        // at tick 300 (named from 305: confirmed at 307, 7 ticks).
+        let mut r = record(&[], &[(102, 140, "text"), (305, 340, "text")], 500);
+        let step = |id, start_s: f64| GroundTruth {
+            id,
+            class: FaultClass::Step,
+            start_s,
+            end_s: start_s + 5.0,
+            ..r.faults[0].clone()
+        };
+        r.faults = vec![step(0, 10.0), step(1, 30.0)];
+        let (s, evals) = summarize(&r, None, 10);
+        let ttc: Vec<_> = evals.iter().map(|e| e.time_to_culprit_ticks).collect();
+        assert_eq!(ttc, vec![Some(4), Some(7)]);
+        assert_eq!(s.step.named_within_5_ticks, Some(0.5));
+        assert_eq!(s.step.culprit_accuracy, Some(1.0));
+        assert_eq!(s.gradual.faults, 0);
     }
 
     #[test]

@@ -93,6 +93,7 @@ fn smoke_scenario_runs_end_to_end() {
         "faults",
         "culprit_accuracy",
         "time_to_culprit_ticks_p50",
+        "named_within_5_ticks",
         "recovery_s_p50",
         "avoided_fraction",
     ] {
