@@ -601,13 +601,6 @@ impl Aggregator {
         for t in self.assembler.drain_idle(now_tick, 10_000) {
             self.finalize_trace(&t);
         }
-        let mut limit = now_ns.saturating_sub(self.cfg.watermark_ns) / tick_ns; // ticks < limit close
-        if let Some(c) = self.closed_upto {
-            limit = limit.max(c);
-        }
-        while self.reported_by_all(limit, now_tick) {
-            limit += 1;
-        }
         let first = match self.closed_upto {
             Some(c) => c,
             None => match self.open.keys().next() {
@@ -615,6 +608,11 @@ impl Aggregator {
                 None => return Vec::new(),
             },
         };
+        // Ticks below `limit` close: those past the watermark, then those all processes reported.
+        let mut limit = (now_ns.saturating_sub(self.cfg.watermark_ns) / tick_ns).max(first);
+        while self.reported_by_all(limit, now_tick) {
+            limit += 1;
+        }
         let mut out = Vec::new();
         // Bound the catch-up after a long pause.
         let first = first.max(limit.saturating_sub(100));

@@ -256,7 +256,7 @@ fn a_tick_closes_early_once_every_active_process_posted_it() {
             (t + 1) * TICK + ms,
         );
     }
-    // Both ended and fully reported: they close 200 ms before their watermarks.
+    // Both ended and fully reported: they close before their watermarks (10's passes at 13).
     assert!(a.early_ready(12 * TICK + 2 * ms));
     assert_eq!(ticks(&a.advance(12 * TICK + 2 * ms)), vec![10, 11]);
     // Tick 12: only a has posted; it waits for b.
@@ -295,6 +295,19 @@ fn a_tick_closes_early_once_every_active_process_posted_it() {
     assert!(a.advance(13 * TICK + 50 * ms).is_empty());
     assert_eq!(ticks(&a.advance(14 * TICK)), vec![13]);
     assert_eq!(a.drops().late, 0);
+}
+
+#[test]
+fn the_first_ticks_close_early_too() {
+    let mut a = Aggregator::new(early_cfg());
+    // The very first tick seen is 10; it is fully reported at 11.01, long before its watermark.
+    a.on_windows(
+        &from_pid(window("a", 10, "GET /", &[5], 0.0), 1),
+        None,
+        11 * TICK,
+    );
+    assert!(a.early_ready(11 * TICK + 1));
+    assert_eq!(ticks(&a.advance(11 * TICK + 1)), vec![10]);
 }
 
 #[test]
