@@ -70,7 +70,7 @@ pub struct Actuation {
     pub start_s: f64,
     /// When it was restored (`None` if still raised at the end).
     pub end_s: Option<f64>,
-    /// The raised quota, percent of one core.
+    /// The raised quota, percent of one core (the highest, when it was raised again).
     pub quota_pct: f64,
 }
 
@@ -799,12 +799,40 @@ async fn poll_predictions(
 /// CPU-use samples of a group over the last second, and since when its use has been low.
 type UsageTrack = (std::collections::VecDeque<(Instant, u64)>, Option<Instant>);
 
+/// A culprit whose quota the actuator raised.
+struct Raise {
+    /// When the first raise happened.
+    since: Instant,
+    /// When the culprit was last named.
+    last_named: Instant,
+    /// Its entry in the run's actuations.
+    idx: usize,
+    /// The quota now set, percent of one core.
+    quota_pct: f64,
+    /// Ticks in a row it was named since the last raise.
+    named_since_raise: u32,
+}
+
+/// Whether a raised culprit should get more: named for `escalate_ticks` ticks since the last
+/// raise while using at least 90% of what it was given (`rate_cores` over the last second), and
+/// not yet at `max_pct`.
+fn should_escalate(r: &Raise, rate_cores: f64, escalate_ticks: u32, max_pct: f64) -> bool {
+    escalate_ticks > 0
+        && r.named_since_raise >= escalate_ticks
+        && rate_cores.is_finite()
+        && rate_cores >= 0.9 * r.quota_pct / 100.0
+        && r.quota_pct < max_pct
+}
+
 /// The local actuator: after a culprit short of CPU (or memory) is named for
-/// `actuate_confirm_ticks` ticks in a row, raise its quota by `actuate_extra_pct`; hold at least
-/// `actuate_hold_s`, until it has not been named for 2 s, and until the group's CPU use has fit
-/// in its normal quota (under 80% of it) for 2 s, so that a hog still in the group does not
-/// bite again as soon as the quota drops; then restore. It is the only writer of quotas after
-/// set-up.
+/// `actuate_confirm_ticks` ticks in a row, raise its quota by `actuate_extra_pct`; while it stays
+/// named for `actuate_escalate_ticks` more and uses at least 90% of the raised quota, raise it
+/// again (up to `actuate_max_pct` and the machine's cores): the documented action for CPU is to
+/// give the culprit the demand of its co-located hog, which one fixed step may not cover. Hold
+/// at least `actuate_hold_s`, until it has not been named for 2 s, and until the group's CPU use
+/// has fit in its normal quota (under 80% of it) for 2 s, so that a hog still in the group does
+/// not bite again as soon as the quota drops; then restore. It is the only writer of quotas
+/// after set-up.
 async fn actuate(
     cg: Arc<Cgroups>,
     topo: Topology,
@@ -815,7 +843,9 @@ async fn actuate(
 ) {
     let c = &sc.control;
     let mut streak: BTreeMap<String, u32> = BTreeMap::new();
-    let mut raised: BTreeMap<String, (Instant, Instant, usize)> = BTreeMap::new();
+    let mut raised: BTreeMap<String, Raise> = BTreeMap::new();
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let max_pct = c.actuate_max_pct.min(100.0 * cores as f64);
     // Per raised group: the CPU-use samples of the last second, and since when use has been low.
     let mut usage: BTreeMap<String, UsageTrack> = BTreeMap::new();
     let mut interval = tokio::time::interval(stats.tick);
@@ -840,17 +870,20 @@ async fn actuate(
                 .any(|(n, r)| n == &s && matches!(r.as_str(), "cpu" | "memory" | "unknown" | ""));
             let e = streak.entry(s.clone()).or_default();
             *e = if hit { *e + 1 } else { 0 };
-            if let Some((_, last_named, _)) = raised.get_mut(&s)
-                && hit
-            {
-                *last_named = Instant::now();
+            if let Some(r) = raised.get_mut(&s) {
+                if hit {
+                    r.last_named = Instant::now();
+                    r.named_since_raise += 1;
+                } else {
+                    r.named_since_raise = 0;
+                }
             }
         }
         let now_s = stats.origin.elapsed().as_secs_f64();
         for (s, n) in &streak {
             if *n >= c.actuate_confirm_ticks && !raised.contains_key(s) {
                 let base = topo.service(s).map_or(20.0, |x| x.quota_pct);
-                let q = (base + c.actuate_extra_pct).min(200.0);
+                let q = (base + c.actuate_extra_pct).min(max_pct);
                 if cg.set_quota(s, q).is_ok() {
                     let idx = shared.actuations.lock().map(|mut a| {
                         a.push(Actuation {
@@ -862,12 +895,21 @@ async fn actuate(
                         a.len() - 1
                     });
                     if let Ok(idx) = idx {
-                        raised.insert(s.clone(), (Instant::now(), Instant::now(), idx));
+                        raised.insert(
+                            s.clone(),
+                            Raise {
+                                since: Instant::now(),
+                                last_named: Instant::now(),
+                                idx,
+                                quota_pct: q,
+                                named_since_raise: 0,
+                            },
+                        );
                     }
                 }
             }
         }
-        for s in raised.keys() {
+        for (s, r) in raised.iter_mut() {
             let base = topo.service(s).map_or(20.0, |x| x.quota_pct) / 100.0;
             let (samples, low_since) = usage.entry(s.clone()).or_default();
             let now = Instant::now();
@@ -890,26 +932,40 @@ async fn actuate(
             } else {
                 *low_since = None;
             }
+            if should_escalate(r, rate, c.actuate_escalate_ticks, max_pct) {
+                let q = (r.quota_pct + c.actuate_extra_pct).min(max_pct);
+                if cg.set_quota(s, q).is_ok() {
+                    r.quota_pct = q;
+                    r.named_since_raise = 0;
+                    if let Ok(mut a) = shared.actuations.lock()
+                        && let Some(x) = a.get_mut(r.idx)
+                    {
+                        x.quota_pct = q;
+                    }
+                }
+            }
         }
         let hold = Duration::from_secs_f64(c.actuate_hold_s);
         let done: Vec<String> = raised
             .iter()
-            .filter(|(s, (since, last, _))| {
+            .filter(|(s, r)| {
                 let fits = usage
                     .get(*s)
                     .and_then(|(_, low)| *low)
                     .is_some_and(|t| t.elapsed() >= Duration::from_secs(2));
-                since.elapsed() >= hold && last.elapsed() >= Duration::from_secs(2) && fits
+                r.since.elapsed() >= hold
+                    && r.last_named.elapsed() >= Duration::from_secs(2)
+                    && fits
             })
             .map(|(s, _)| s.clone())
             .collect();
         for s in done {
             usage.remove(&s);
-            if let Some((_, _, idx)) = raised.remove(&s) {
+            if let Some(r) = raised.remove(&s) {
                 let base = topo.service(&s).map_or(20.0, |x| x.quota_pct);
                 let _ = cg.set_quota(&s, base);
                 if let Ok(mut a) = shared.actuations.lock()
-                    && let Some(x) = a.get_mut(idx)
+                    && let Some(x) = a.get_mut(r.idx)
                 {
                     x.end_s = Some(now_s);
                 }
@@ -1072,5 +1128,38 @@ impl JsonClient {
             Err(e) if format!("{e:#}").contains("not JSON") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raise(quota_pct: f64, named_since_raise: u32) -> Raise {
+        Raise {
+            since: Instant::now(),
+            last_named: Instant::now(),
+            idx: 0,
+            quota_pct,
+            named_since_raise,
+        }
+    }
+
+    #[test]
+    fn a_culprit_using_its_raise_while_still_named_gets_more() {
+        // Raised to 120%, named 10 ticks since, using 1.15 cores: raise again.
+        assert!(should_escalate(&raise(120.0, 10), 1.15, 10, 200.0));
+        // Not named long enough, or not using what it got: no.
+        assert!(!should_escalate(&raise(120.0, 9), 1.15, 10, 200.0));
+        assert!(!should_escalate(&raise(120.0, 10), 0.9, 10, 200.0));
+        // At the cap, with escalation off, or with no usage sample yet: no.
+        assert!(!should_escalate(&raise(200.0, 30), 2.0, 10, 200.0));
+        assert!(!should_escalate(&raise(120.0, 30), 1.2, 0, 200.0));
+        assert!(!should_escalate(
+            &raise(120.0, 30),
+            f64::INFINITY,
+            10,
+            200.0
+        ));
     }
 }

@@ -405,6 +405,12 @@ pub struct ControlSpec {
     pub actuate_extra_pct: f64,
     /// Actuator: minimum hold, seconds.
     pub actuate_hold_s: f64,
+    /// Actuator: ticks a raised culprit may stay named while using at least 90% of its raised
+    /// quota before the quota is raised again by `actuate_extra_pct` (a hog that keeps ramping
+    /// outgrows one raise); 0 never raises twice.
+    pub actuate_escalate_ticks: u32,
+    /// Actuator: the highest quota it sets, percent of one core (capped at the machine's cores).
+    pub actuate_max_pct: f64,
     /// Risk at or above which a service counts as named by the collector.
     pub risk_threshold: f64,
 }
@@ -419,6 +425,8 @@ impl Default for ControlSpec {
             actuate_confirm_ticks: 3,
             actuate_extra_pct: 100.0,
             actuate_hold_s: 5.0,
+            actuate_escalate_ticks: 10,
+            actuate_max_pct: 200.0,
             risk_threshold: 0.5,
         }
     }
