@@ -32,9 +32,11 @@ fn early_cfg() -> AggregatorConfig {
     }
 }
 
-fn from_pid(mut b: WindowBatch, pid: u32) -> WindowBatch {
+/// Posts one window of `service`'s process `pid` for `tick`, arriving at `at_ns`.
+fn post(a: &mut Aggregator, service: &str, pid: u32, tick: u64, at_ns: u64) {
+    let mut b = window(service, tick, "GET /", &[5], 0.0);
     b.pid = pid;
-    b
+    a.on_windows(&b, None, at_ns);
 }
 
 /// Ticks of the closed frames.
@@ -243,35 +245,19 @@ proptest! {
 fn a_tick_closes_early_once_every_active_process_posted_it() {
     let mut a = Aggregator::new(early_cfg());
     let ms = 1_000_000;
-    // Ticks 10 and 11 from two processes; the first close waits for the watermark.
+    // Ticks 10 and 11 from two processes.
     for t in [10, 11] {
-        a.on_windows(
-            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
-            None,
-            (t + 1) * TICK + ms,
-        );
-        a.on_windows(
-            &from_pid(window("b", t, "GET /", &[5], 0.0), 2),
-            None,
-            (t + 1) * TICK + ms,
-        );
+        post(&mut a, "a", 1, t, (t + 1) * TICK + ms);
+        post(&mut a, "b", 2, t, (t + 1) * TICK + ms);
     }
     // Both ended and fully reported: they close before their watermarks (10's passes at 13).
     assert!(a.early_ready(12 * TICK + 2 * ms));
     assert_eq!(ticks(&a.advance(12 * TICK + 2 * ms)), vec![10, 11]);
     // Tick 12: only a has posted; it waits for b.
-    a.on_windows(
-        &from_pid(window("a", 12, "GET /", &[5], 0.0), 1),
-        None,
-        13 * TICK + ms,
-    );
+    post(&mut a, "a", 1, 12, 13 * TICK + ms);
     assert!(!a.early_ready(13 * TICK + ms));
     assert!(a.advance(13 * TICK + ms).is_empty());
-    a.on_windows(
-        &from_pid(window("b", 12, "GET /", &[7], 0.0), 2),
-        None,
-        13 * TICK + 2 * ms,
-    );
+    post(&mut a, "b", 2, 12, 13 * TICK + 2 * ms);
     assert!(a.early_ready(13 * TICK + 2 * ms));
     let closed = a.advance(13 * TICK + 2 * ms);
     assert_eq!(ticks(&closed), vec![12]);
@@ -281,16 +267,8 @@ fn a_tick_closes_early_once_every_active_process_posted_it() {
         "both windows are in the early frame"
     );
     // A tick that has not ended never closes early, even when reported.
-    a.on_windows(
-        &from_pid(window("a", 13, "GET /", &[5], 0.0), 1),
-        None,
-        13 * TICK + 3 * ms,
-    );
-    a.on_windows(
-        &from_pid(window("b", 13, "GET /", &[5], 0.0), 2),
-        None,
-        13 * TICK + 3 * ms,
-    );
+    post(&mut a, "a", 1, 13, 13 * TICK + 3 * ms);
+    post(&mut a, "b", 2, 13, 13 * TICK + 3 * ms);
     assert!(!a.early_ready(13 * TICK + 50 * ms));
     assert!(a.advance(13 * TICK + 50 * ms).is_empty());
     assert_eq!(ticks(&a.advance(14 * TICK)), vec![13]);
@@ -301,11 +279,7 @@ fn a_tick_closes_early_once_every_active_process_posted_it() {
 fn the_first_ticks_close_early_too() {
     let mut a = Aggregator::new(early_cfg());
     // The very first tick seen is 10; it is fully reported at 11.01, long before its watermark.
-    a.on_windows(
-        &from_pid(window("a", 10, "GET /", &[5], 0.0), 1),
-        None,
-        11 * TICK,
-    );
+    post(&mut a, "a", 1, 10, 11 * TICK);
     assert!(a.early_ready(11 * TICK + 1));
     assert_eq!(ticks(&a.advance(11 * TICK + 1)), vec![10]);
 }
@@ -315,23 +289,11 @@ fn every_process_of_a_service_counts_and_silent_ones_expire() {
     let mut a = Aggregator::new(early_cfg());
     // Two replicas of a (pids 1 and 3).
     for t in [10, 11] {
-        a.on_windows(
-            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
-            None,
-            (t + 1) * TICK,
-        );
-        a.on_windows(
-            &from_pid(window("a", t, "GET /", &[5], 0.0), 3),
-            None,
-            (t + 1) * TICK,
-        );
+        post(&mut a, "a", 1, t, (t + 1) * TICK);
+        post(&mut a, "a", 3, t, (t + 1) * TICK);
     }
     assert_eq!(ticks(&a.advance(13 * TICK)), vec![10, 11]);
-    a.on_windows(
-        &from_pid(window("a", 12, "GET /", &[5], 0.0), 1),
-        None,
-        13 * TICK + 1,
-    );
+    post(&mut a, "a", 1, 12, 13 * TICK + 1);
     assert!(
         !a.early_ready(13 * TICK + 1),
         "replica 3 has not posted tick 12"
@@ -341,11 +303,7 @@ fn every_process_of_a_service_counts_and_silent_ones_expire() {
     // watermark at the end of 23, and 22 and 23 close early with it.
     let mut early_at = None;
     for t in 12..40 {
-        a.on_windows(
-            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
-            None,
-            (t + 1) * TICK + 1,
-        );
+        post(&mut a, "a", 1, t, (t + 1) * TICK + 1);
         if ticks(&a.advance((t + 1) * TICK + 1)).contains(&t) {
             early_at = Some(t);
             break;
@@ -359,11 +317,7 @@ fn a_span_only_service_keeps_the_watermark() {
     let mut a = Aggregator::new(early_cfg());
     let ms = 1_000_000;
     for t in [10, 11] {
-        a.on_windows(
-            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
-            None,
-            (t + 1) * TICK + ms,
-        );
+        post(&mut a, "a", 1, t, (t + 1) * TICK + ms);
     }
     assert_eq!(ticks(&a.advance(13 * TICK)), vec![10, 11]);
     // "s" sends only OTLP spans (tick 12 = 1200..1300 ms).
@@ -372,11 +326,7 @@ fn a_span_only_service_keeps_the_watermark() {
     };
     let b = otlp::decode(Bytes::from(req.encode_to_vec())).unwrap();
     a.on_spans(&b, 1250 * ms);
-    a.on_windows(
-        &from_pid(window("a", 12, "GET /", &[5], 0.0), 1),
-        None,
-        13 * TICK + ms,
-    );
+    post(&mut a, "a", 1, 12, 13 * TICK + ms);
     assert!(!a.early_ready(13 * TICK + ms));
     assert!(a.advance(13 * TICK + ms).is_empty());
     let closed = a.advance(15 * TICK);
@@ -388,11 +338,7 @@ fn a_span_only_service_keeps_the_watermark() {
 fn early_close_off_waits_for_the_watermark() {
     let mut a = Aggregator::new(cfg(vec![]));
     for t in [10, 11, 12] {
-        a.on_windows(
-            &from_pid(window("a", t, "GET /", &[5], 0.0), 1),
-            None,
-            (t + 1) * TICK,
-        );
+        post(&mut a, "a", 1, t, (t + 1) * TICK);
     }
     assert_eq!(ticks(&a.advance(13 * TICK)), vec![10]);
     assert!(!a.early_ready(13 * TICK + 1));
