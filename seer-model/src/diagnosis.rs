@@ -137,8 +137,10 @@ pub struct Diagnosis {
 #[derive(Debug, Default)]
 pub struct Diagnoser {
     baselines: HashMap<String, HashMap<String, Running>>,
-    /// Signal name -> whether it speaks for a resource (cached: names repeat every tick).
-    relevant: HashMap<String, bool>,
+    /// Signal name -> the resource it speaks for ([`Resource::of_signal`], cached: the same
+    /// names repeat every tick, and matching them costs a lower-case copy and a dozen substring
+    /// searches).
+    relevant: HashMap<String, Option<(Resource, bool)>>,
 }
 
 /// Baseline key of node-level counters.
@@ -163,11 +165,11 @@ impl Diagnoser {
             };
             for (name, v) in signals {
                 let speaks = match relevant.get(*name) {
-                    Some(r) => *r,
+                    Some(r) => r.is_some(),
                     None => {
-                        let r = Resource::of_signal(name).is_some();
+                        let r = Resource::of_signal(name);
                         relevant.insert((*name).to_owned(), r);
-                        r
+                        r.is_some()
                     }
                 };
                 if v.is_finite() && speaks {
@@ -187,20 +189,25 @@ impl Diagnoser {
     }
 
     /// Names the resource `service` is short of, from its signals and the node's.
-    pub fn diagnose(
+    pub fn diagnose<'a>(
         &self,
         service: &str,
-        signals: &[(&str, f32)],
-        node: &[(&str, f32)],
+        signals: &[(&'a str, f32)],
+        node: &[(&'a str, f32)],
     ) -> Diagnosis {
-        let mut scored: Vec<(Resource, Evidence)> = Vec::new();
-        let mut score = |key: &str, prefix: &str, signals: &[(&str, f32)]| {
+        // (resource, prefix, name, value, baseline, deviation); evidence strings are built only
+        // for the few kept.
+        let mut scored: Vec<(Resource, &str, &str, f32, f32, f32)> = Vec::new();
+        let mut score = |key: &str, prefix: &'static str, signals: &[(&'a str, f32)]| {
             let Some(map) = self.baselines.get(key) else {
                 return;
             };
             for (name, v) in signals {
-                let (Some((resource, lower_is_worse)), Some(base)) =
-                    (Resource::of_signal(name), map.get(*name))
+                let speaks = match self.relevant.get(*name) {
+                    Some(r) => *r,
+                    None => Resource::of_signal(name),
+                };
+                let (Some((resource, lower_is_worse)), Some(base)) = (speaks, map.get(*name))
                 else {
                     continue;
                 };
@@ -213,29 +220,30 @@ impl Diagnoser {
                 if lower_is_worse {
                     dev = -dev;
                 }
-                scored.push((
-                    resource,
-                    Evidence {
-                        signal: format!("{prefix}{name}"),
-                        value: *v,
-                        baseline: base.mean as f32,
-                        deviation: dev,
-                    },
-                ));
+                scored.push((resource, prefix, name, *v, base.mean as f32, dev));
             }
         };
         score(service, "", signals);
         score(NODE, "node.", node);
-        scored.sort_by(|a, b| b.1.deviation.total_cmp(&a.1.deviation));
+        scored.sort_by(|a, b| b.5.total_cmp(&a.5));
         let resource = match scored.first() {
-            Some((r, e)) if e.deviation >= MIN_DEVIATION => *r,
+            Some(e) if e.5 >= MIN_DEVIATION => e.0,
             _ => Resource::Unknown,
         };
         Diagnosis {
             resource,
             action: resource.action().to_owned(),
             dependency: None,
-            evidence: scored.into_iter().take(3).map(|(_, e)| e).collect(),
+            evidence: scored
+                .into_iter()
+                .take(3)
+                .map(|(_, prefix, name, value, baseline, deviation)| Evidence {
+                    signal: format!("{prefix}{name}"),
+                    value,
+                    baseline,
+                    deviation,
+                })
+                .collect(),
         }
     }
 }
@@ -301,6 +309,13 @@ mod tests {
         );
         assert_eq!(mem.resource, Resource::Memory);
         assert_eq!(mem.evidence[0].signal, "node.psi_memory_some");
+        assert_eq!(mem.evidence.len(), 3, "{mem:?}");
+        assert!(
+            mem.evidence
+                .windows(2)
+                .all(|w| w[0].deviation >= w[1].deviation),
+            "worst first: {mem:?}"
+        );
         let calm = d.diagnose("svc", &[("runq_wait_ms_per_s", 5.1)], &[]);
         assert_eq!(calm.resource, Resource::Unknown);
         let unseen = d.diagnose("new", &[("runq_wait_ms_per_s", 500.0)], &[]);
