@@ -8,7 +8,7 @@
 //! | `cache` | LLC misses per kilo-instruction, IPC drop | partition the LLC (Intel CAT / AMD L3 QoS) or move the cache-thrashing neighbour |
 //! | `io` | PSI io, disk await, disk in-flight | throttle the neighbours' io (blkio/io.max) or move the service |
 //! | `network` | drops, retransmits, listen overflows | partition bandwidth (tc HTB) or raise the listen backlog |
-//! | `downstream` | a callee is at higher risk than the service | act on the callee named in the evidence |
+//! | `downstream` | a callee is at higher risk than the service; or the service's own wait on its downstream calls (`downstream_wait_ms`: latency p99 minus self-latency p99, e.g. a slow database traced as a client call) | act on the downstream service or backend named in the evidence; shed at the entry meanwhile (more CPU does not help) |
 //!
 //! The baseline is an EWMA mean and variance per (service, feature) and per (node, feature),
 //! updated only on ticks where the service was healthy. The most deviated feature names its
@@ -52,7 +52,9 @@ impl Resource {
             }
             Self::Io => "throttle the neighbours' io (blkio/io.max) or move the service",
             Self::Network => "partition bandwidth (tc HTB) or raise the listen backlog",
-            Self::Downstream => "act on the downstream service named in the evidence",
+            Self::Downstream => {
+                "act on the downstream service or backend named in the evidence; shed at the entry meanwhile"
+            }
             Self::Unknown => "shed load at the entry until the cause is known",
         }
     }
@@ -71,6 +73,10 @@ impl Resource {
     }
 }
 
+/// The derived service feature for time spent waiting on downstream calls: latency p99 minus
+/// self-latency p99, ms (0 for a service that made no downstream call).
+pub const DOWNSTREAM_WAIT: &str = "downstream_wait_ms";
+
 /// The resource a feature points at, for service features ([`super::FEATURES`]) and node
 /// features ([`crate::hw::NODE_FEATURES`]); `None` for load/latency context features.
 pub fn resource_of(feature: &str) -> Option<Resource> {
@@ -88,6 +94,7 @@ pub fn resource_of(feature: &str) -> Option<Resource> {
         "llc_mpki" | "ipc" | "cache_miss_ratio" => Resource::Cache,
         "psi_io_some" | "psi_io_full" | "disk_await_ms" | "disk_inflight" => Resource::Io,
         "net_drops_per_s" | "tcp_retrans_per_s" | "listen_overflows_per_s" => Resource::Network,
+        DOWNSTREAM_WAIT => Resource::Downstream,
         _ => return None,
     })
 }
@@ -187,10 +194,23 @@ impl Diagnoser {
 
     fn each<'a>(view: &ServiceView<'a>) -> Vec<(String, &'static str, f64)> {
         let mut out = Vec::new();
+        let (mut total, mut own) = (None, None);
         for (name, v) in view.feature_names.iter().zip(view.features) {
+            match *name {
+                "latency_p99_ms" => total = Some(*v),
+                "self_latency_p99_ms" => own = Some(*v),
+                _ => {}
+            }
             if resource_of(name).is_some() && v.is_finite() {
                 out.push((view.service.to_owned(), *name, f64::from(*v)));
             }
+        }
+        if let (Some(total), Some(own)) = (total, own)
+            && total.is_finite()
+            && own.is_finite()
+        {
+            let wait = f64::from(total - own).max(0.0);
+            out.push((view.service.to_owned(), DOWNSTREAM_WAIT, wait));
         }
         if let Some((node, values)) = view.node {
             for (name, v) in view.node_feature_names.iter().zip(values) {
@@ -344,5 +364,41 @@ mod tests {
         assert_eq!(got.evidence[0].feature, "callee:d");
         let got = d.diagnose(&view(&[1.0, 0.0, 5.0], &[Some(0.5), None]), 0.6, &[]);
         assert_eq!(got.resource, Resource::Unknown);
+    }
+
+    #[test]
+    fn own_downstream_wait_names_downstream_and_a_cpu_hog_stays_cpu() {
+        const LAT: &[&str] = &[
+            "throttled_ms_per_s",
+            "latency_p99_ms",
+            "self_latency_p99_ms",
+        ];
+        let view = |f: &'static [f32]| ServiceView {
+            service: "db-user",
+            features: f,
+            feature_names: LAT,
+            node: None,
+            node_feature_names: NODE,
+        };
+        let mut d = Diagnoser::new();
+        // Healthy: no downstream call, so latency and self latency are the same samples.
+        for _ in 0..50 {
+            d.learn(&view(&[1.0, 12.0, 12.0]));
+            d.learn(&view(&[2.0, 14.0, 14.0]));
+        }
+        // A slow backend call: the request waits 30 ms on it, its own work is unchanged.
+        let slow = d.diagnose(&view(&[1.5, 44.0, 13.0]), 0.9, &[]);
+        assert_eq!(slow.resource, Resource::Downstream, "{slow:?}");
+        assert_eq!(slow.evidence[0].feature, DOWNSTREAM_WAIT);
+        assert!((slow.evidence[0].value - 31.0).abs() < 1e-9);
+        // A CPU hog: throttled, and slower at its own work, with no downstream wait.
+        let hog = d.diagnose(&view(&[400.0, 60.0, 60.0]), 0.9, &[]);
+        assert_eq!(hog.resource, Resource::Cpu, "{hog:?}");
+        assert!(
+            hog.evidence
+                .iter()
+                .all(|e| e.feature != DOWNSTREAM_WAIT || e.z <= 0.0),
+            "{hog:?}"
+        );
     }
 }
