@@ -4,7 +4,9 @@
 //! 1. passes the service's reactive limiter, when its control mode has one (else a 503);
 //! 2. waits for one of the service's worker permits (its own queue);
 //! 3. burns `work_ms` of thread CPU time holding the permit (plus the slow-dependency and lock
-//!    faults, when injected);
+//!    faults, when injected: a slow dependency is a backend call, such as a database query,
+//!    made while holding the permit and traced as a client call to `backend`, as an
+//!    instrumented database client would);
 //! 4. releases the permit and makes the operation's downstream calls, stage by stage, the calls of
 //!    a stage in parallel;
 //! 5. answers 200, or 503 when a callee shed it, or 502 when a callee failed or timed out.
@@ -32,8 +34,8 @@ use tokio::sync::Semaphore;
 
 use seer_proto::AdviceReply;
 use seer_sdk::{
-    Counters, ExportBatch, Exporter, HttpExporter, LimiterConfig, LimiterKind, LimiterMode,
-    Recorder, Shed,
+    Counters, EndpointId, ExportBatch, Exporter, HttpExporter, LimiterConfig, LimiterKind,
+    LimiterMode, Recorder, Shed,
 };
 use seer_tower::{SeerClient, SeerClientLayer, SeerLayer};
 use tower::{Layer, ServiceExt};
@@ -88,6 +90,9 @@ struct Svc {
     knobs: Arc<Knobs>,
     lock: Arc<Mutex<()>>,
     call_timeout: Duration,
+    recorder: Recorder,
+    /// The client span name of the slow-dependency fault's backend call.
+    backend: EndpointId,
 }
 
 /// What a service saw of Seer's advice and its own shedding, served on `GET /state` of its
@@ -241,6 +246,8 @@ pub async fn run(cfg: ServiceConfig) -> Result<()> {
         knobs: Arc::clone(&knobs),
         lock,
         call_timeout: Duration::from_millis(cfg.call_timeout_ms),
+        recorder,
+        backend: recorder.client_name("POST", "backend"),
     });
 
     let listener = TcpListener::bind(addr)
@@ -337,8 +344,12 @@ async fn serve_op(svc: &Svc, op: &str) -> Response<Full<Bytes>> {
         }
         let slow = svc.knobs.slow_us.load(Ordering::Relaxed);
         if slow > 0 {
-            // A slow backend (database) call made while holding the worker.
+            // A slow backend (database) call made while holding the worker, traced like an
+            // instrumented database client would: the request counts as blocked on a
+            // downstream call meanwhile, not as doing its own work.
+            let call = svc.recorder.begin_client(svc.backend, None);
             tokio::time::sleep(Duration::from_micros(slow)).await;
+            call.finish(200, false);
         }
     }
     let Some(stages) = svc.spec.ops.get(op) else {
