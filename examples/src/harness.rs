@@ -61,7 +61,8 @@ pub struct TickPred {
     pub mode: String,
 }
 
-/// One quota raise by the actuator.
+/// One raise by the actuator: a CPU quota, or (for a culprit blocked on a slow dependency) its
+/// workers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Actuation {
     /// The service.
@@ -70,8 +71,12 @@ pub struct Actuation {
     pub start_s: f64,
     /// When it was restored (`None` if still raised at the end).
     pub end_s: Option<f64>,
-    /// The raised quota, percent of one core (the highest, when it was raised again).
+    /// The raised quota, percent of one core (the highest, when it was raised again); for a
+    /// workers raise, the service's unchanged quota.
     pub quota_pct: f64,
+    /// For a workers raise: the service's workers while raised (`None` for a quota raise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
 
 /// One tick of client-side ground truth.
@@ -368,6 +373,15 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
             Arc::clone(&stop),
         ))
     });
+    let workers_actuator = opts.mode.is_actuate().then(|| {
+        tokio::spawn(actuate_workers(
+            topo.clone(),
+            sc.clone(),
+            Arc::clone(&stats),
+            Arc::clone(&shared),
+            Arc::clone(&stop),
+        ))
+    });
     let actuator = match (&cgroups, opts.mode.is_actuate()) {
         (Some(cg), true) => Some(tokio::spawn(actuate(
             Arc::clone(cg),
@@ -378,7 +392,7 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
             Arc::clone(&stop),
         ))),
         (None, true) => {
-            shared.note("the actuator needs cgroups; it is off in this run");
+            shared.note("the CPU-quota actuator needs cgroups; it is off in this run (the workers actuator runs)");
             None
         }
         _ => None,
@@ -405,6 +419,9 @@ pub async fn run(opts: RunOptions) -> Result<RunRecord> {
         let _ = p.await;
     }
     if let Some(a) = actuator {
+        let _ = a.await;
+    }
+    if let Some(a) = workers_actuator {
         let _ = a.await;
     }
     let _ = live.await;
@@ -824,6 +841,151 @@ fn should_escalate(r: &Raise, rate_cores: f64, escalate_ticks: u32, max_pct: f64
         && r.quota_pct < max_pct
 }
 
+/// The (service, resource) pairs named in the latest predictions, if they are fresh (at most 5
+/// ticks old).
+fn latest_named(shared: &Shared, tick: usize) -> Vec<(String, String)> {
+    shared
+        .preds
+        .lock()
+        .ok()
+        .and_then(|p| {
+            p.range(..=tick)
+                .next_back()
+                .filter(|(t, _)| tick - **t <= 5)
+                .map(|(_, v)| v.named.clone())
+        })
+        .unwrap_or_default()
+}
+
+/// A culprit whose workers the workers actuator raised.
+struct WorkersRaise {
+    since: Instant,
+    last_named: Instant,
+    /// Its entry in the run's actuations.
+    idx: usize,
+    /// Since when its busy workers have fit in its own pool.
+    fits_since: Option<Instant>,
+}
+
+/// Extra workers for a pool of `pool` raised `factor` times.
+fn extra_workers(pool: usize, factor: f64) -> usize {
+    ((factor - 1.0).max(0.0) * pool as f64).ceil() as usize
+}
+
+/// The workers actuator: after a culprit named short of a downstream dependency (resource
+/// `downstream`: its requests wait on a slow backend while holding their worker, so more CPU
+/// does not help, more workers do) is named for `actuate_confirm_ticks` ticks in a row, give it
+/// `actuate_workers_factor` times its worker pool. Hold at least `actuate_hold_s`, until it has
+/// not been named for 2 s and its busy workers have fit in its own pool for 2 s (the backend is
+/// fast again), then restore. It is the only writer of the workers knob.
+async fn actuate_workers(
+    topo: Topology,
+    sc: Scenario,
+    stats: Arc<LoadStats>,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) {
+    let c = &sc.control;
+    if c.actuate_workers_factor <= 1.0 {
+        return;
+    }
+    let admins: BTreeMap<String, JsonClient> = topo
+        .admin_addrs
+        .iter()
+        .map(|(s, a)| (s.clone(), JsonClient::new(&format!("http://{a}"))))
+        .collect();
+    let mut streak: BTreeMap<String, u32> = BTreeMap::new();
+    let mut raised: BTreeMap<String, WorkersRaise> = BTreeMap::new();
+    let mut interval = tokio::time::interval(stats.tick);
+    while !stop.load(Ordering::Relaxed) {
+        interval.tick().await;
+        let named = latest_named(&shared, stats.tick_now());
+        for s in topo.names() {
+            let hit = named.iter().any(|(n, r)| n == &s && r == "downstream");
+            let e = streak.entry(s.clone()).or_default();
+            *e = if hit { *e + 1 } else { 0 };
+            if hit && let Some(r) = raised.get_mut(&s) {
+                r.last_named = Instant::now();
+            }
+        }
+        let now_s = stats.origin.elapsed().as_secs_f64();
+        for (s, n) in &streak {
+            let (Some(spec), Some(admin)) = (topo.service(s), admins.get(s)) else {
+                continue;
+            };
+            if *n < c.actuate_confirm_ticks || raised.contains_key(s) {
+                continue;
+            }
+            let extra = extra_workers(spec.pool, c.actuate_workers_factor);
+            if extra == 0 || admin.hit(&format!("/workers?extra={extra}")).await.is_err() {
+                continue;
+            }
+            let idx = shared.actuations.lock().map(|mut a| {
+                a.push(Actuation {
+                    service: s.clone(),
+                    start_s: now_s,
+                    end_s: None,
+                    quota_pct: spec.quota_pct,
+                    workers: Some(spec.pool + extra),
+                });
+                a.len() - 1
+            });
+            if let Ok(idx) = idx {
+                let now = Instant::now();
+                raised.insert(
+                    s.clone(),
+                    WorkersRaise {
+                        since: now,
+                        last_named: now,
+                        idx,
+                        fits_since: None,
+                    },
+                );
+            }
+        }
+        let hold = Duration::from_secs_f64(c.actuate_hold_s);
+        let mut done = Vec::new();
+        for (s, r) in raised.iter_mut() {
+            let (Some(spec), Some(admin)) = (topo.service(s), admins.get(s)) else {
+                continue;
+            };
+            let busy = admin
+                .get("/state")
+                .await
+                .ok()
+                .and_then(|v| v["workers_busy"].as_u64());
+            match busy {
+                Some(b) if b as usize <= spec.pool => {
+                    r.fits_since.get_or_insert_with(Instant::now);
+                }
+                _ => r.fits_since = None,
+            }
+            let two = Duration::from_secs(2);
+            if r.since.elapsed() >= hold
+                && r.last_named.elapsed() >= two
+                && r.fits_since.is_some_and(|t| t.elapsed() >= two)
+            {
+                done.push(s.clone());
+            }
+        }
+        for s in done {
+            if let (Some(r), Some(admin)) = (raised.remove(&s), admins.get(&s)) {
+                let _ = admin.hit("/workers?extra=0").await;
+                if let Ok(mut a) = shared.actuations.lock()
+                    && let Some(x) = a.get_mut(r.idx)
+                {
+                    x.end_s = Some(now_s);
+                }
+            }
+        }
+    }
+    for s in raised.keys() {
+        if let Some(admin) = admins.get(s) {
+            let _ = admin.hit("/workers?extra=0").await;
+        }
+    }
+}
+
 /// The local actuator: after a culprit short of CPU (or memory) is named for
 /// `actuate_confirm_ticks` ticks in a row, raise its quota by `actuate_extra_pct`; while it stays
 /// named for `actuate_escalate_ticks` more and uses at least 90% of the raised quota, raise it
@@ -852,18 +1014,7 @@ async fn actuate(
     while !stop.load(Ordering::Relaxed) {
         interval.tick().await;
         let tick = stats.tick_now();
-        // The latest predictions, if they are fresh (at most 5 ticks old).
-        let named: Vec<(String, String)> = shared
-            .preds
-            .lock()
-            .ok()
-            .and_then(|p| {
-                p.range(..=tick)
-                    .next_back()
-                    .filter(|(t, _)| tick - **t <= 5)
-                    .map(|(_, v)| v.named.clone())
-            })
-            .unwrap_or_default();
+        let named = latest_named(&shared, tick);
         for s in topo.names() {
             let hit = named
                 .iter()
@@ -891,6 +1042,7 @@ async fn actuate(
                             start_s: now_s,
                             end_s: None,
                             quota_pct: q,
+                            workers: None,
                         });
                         a.len() - 1
                     });
@@ -1105,10 +1257,16 @@ async fn live_view(
             }
         }
         if let Some(a) = acts.iter().rev().find(|a| a.end_s.is_none()) {
-            out.push_str(&format!(
-                "  actuator: {} quota raised to {:.0}% at t={:.1}s\n",
-                a.service, a.quota_pct, a.start_s
-            ));
+            match a.workers {
+                Some(w) => out.push_str(&format!(
+                    "  actuator: {} workers raised to {w} at t={:.1}s\n",
+                    a.service, a.start_s
+                )),
+                None => out.push_str(&format!(
+                    "  actuator: {} quota raised to {:.0}% at t={:.1}s\n",
+                    a.service, a.quota_pct, a.start_s
+                )),
+            }
         }
         if !tty {
             out.push('\n');
@@ -1134,6 +1292,15 @@ impl JsonClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_raise_is_a_multiple_of_the_pool() {
+        assert_eq!(extra_workers(1, 4.0), 3);
+        assert_eq!(extra_workers(2, 4.0), 6);
+        assert_eq!(extra_workers(3, 1.5), 2);
+        assert_eq!(extra_workers(2, 1.0), 0, "factor 1 turns it off");
+        assert_eq!(extra_workers(2, 0.5), 0);
+    }
 
     fn raise(quota_pct: f64, named_since_raise: u32) -> Raise {
         Raise {

@@ -196,7 +196,10 @@ pub fn html(
             a.start_s,
             a.end_s.unwrap_or(t_max),
             "#20a040",
-            &format!("quota of {} raised", a.service),
+            &match a.workers {
+                Some(w) => format!("workers of {} raised to {w}", a.service),
+                None => format!("quota of {} raised", a.service),
+            },
         );
     }
     if let Some(o) = off {

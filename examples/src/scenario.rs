@@ -411,6 +411,10 @@ pub struct ControlSpec {
     pub actuate_escalate_ticks: u32,
     /// Actuator: the highest quota it sets, percent of one core (capped at the machine's cores).
     pub actuate_max_pct: f64,
+    /// Actuator: a culprit blocked on a slow dependency (resource `downstream`) gets this many
+    /// times its worker pool (its workers wait on the backend, so more of them, not more CPU,
+    /// restore its throughput); 1 turns this off.
+    pub actuate_workers_factor: f64,
     /// Risk at or above which a service counts as named by the collector.
     pub risk_threshold: f64,
 }
@@ -427,6 +431,7 @@ impl Default for ControlSpec {
             actuate_hold_s: 5.0,
             actuate_escalate_ticks: 10,
             actuate_max_pct: 200.0,
+            actuate_workers_factor: 4.0,
             risk_threshold: 0.5,
         }
     }

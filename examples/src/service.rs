@@ -12,7 +12,8 @@
 //! 5. answers 200, or 503 when a callee shed it, or 502 when a callee failed or timed out.
 //!
 //! Fault knobs live on a separate admin listener (`POST /fault?slow_us=..&lock=..&hog=..`) so that
-//! they are not part of the measured traffic.
+//! they are not part of the measured traffic. The same listener serves `GET /state` and the
+//! actuator's worker knob, `POST /workers?extra=N` (N workers on top of the service's pool).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -86,7 +87,7 @@ struct Svc {
     spec: ServiceSpec,
     addrs: BTreeMap<String, SocketAddr>,
     client: HttpClient,
-    pool: Semaphore,
+    pool: Arc<Workers>,
     knobs: Arc<Knobs>,
     lock: Arc<Mutex<()>>,
     call_timeout: Duration,
@@ -238,8 +239,9 @@ pub async fn run(cfg: ServiceConfig) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     spawn_lock_contender(Arc::clone(&knobs), Arc::clone(&lock), Arc::clone(&stop));
     spawn_inprocess_hog(Arc::clone(&knobs), Arc::clone(&stop));
+    let workers = Arc::new(Workers::new(spec.pool.max(1)));
     let svc = Arc::new(Svc {
-        pool: Semaphore::new(spec.pool.max(1)),
+        pool: Arc::clone(&workers),
         spec,
         addrs: cfg.topology.addrs.clone(),
         client,
@@ -260,6 +262,7 @@ pub async fn run(cfg: ServiceConfig) -> Result<()> {
         admin_listener,
         Arc::clone(&knobs),
         Arc::clone(&seen),
+        workers,
     ));
     let serve = serve_app(listener, svc, recorder, seen);
     let deadline = tokio::time::sleep(Duration::from_secs_f64(cfg.deadline_s.max(1.0)));
@@ -328,7 +331,7 @@ async fn serve_op(svc: &Svc, op: &str) -> Response<Full<Bytes>> {
     {
         // Waiting for the service's own worker is its own queue (SeerLayer's queue signal).
         let queued = seer_sdk::context::enter_queue();
-        let Ok(_permit) = svc.pool.acquire().await else {
+        let Ok(_permit) = svc.pool.sem.acquire().await else {
             return reply(StatusCode::INTERNAL_SERVER_ERROR, "pool closed");
         };
         drop(queued);
@@ -446,17 +449,24 @@ fn spawn_inprocess_hog(knobs: Arc<Knobs>, stop: Arc<AtomicBool>) {
     });
 }
 
-async fn serve_admin(listener: TcpListener, knobs: Arc<Knobs>, seen: Arc<AdviceSeen>) {
+async fn serve_admin(
+    listener: TcpListener,
+    knobs: Arc<Knobs>,
+    seen: Arc<AdviceSeen>,
+    workers: Arc<Workers>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let knobs = Arc::clone(&knobs);
         let seen = Arc::clone(&seen);
+        let workers = Arc::clone(&workers);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let knobs = Arc::clone(&knobs);
                 let seen = Arc::clone(&seen);
+                let workers = Arc::clone(&workers);
                 async move {
                     if req.uri().path() == "/state" {
                         let body = serde_json::json!({
@@ -464,6 +474,8 @@ async fn serve_admin(listener: TcpListener, knobs: Arc<Knobs>, seen: Arc<AdviceS
                             "shedding_replies": seen.shedding_replies.load(Ordering::Relaxed),
                             "culprit_replies": seen.culprit_replies.load(Ordering::Relaxed),
                             "shed": seen.shed.load(Ordering::Relaxed),
+                            "workers": workers.size(),
+                            "workers_busy": workers.busy(),
                         });
                         let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
                         r.headers_mut().insert(
@@ -487,6 +499,16 @@ async fn serve_admin(listener: TcpListener, knobs: Arc<Knobs>, seen: Arc<AdviceS
                             }
                         }
                     }
+                    if req.uri().path() == "/workers" {
+                        let extra = query_pairs(req.uri().query().unwrap_or(""))
+                            .into_iter()
+                            .find(|(k, _)| k == "extra")
+                            .and_then(|(_, v)| v.parse::<usize>().ok());
+                        let Some(extra) = extra else {
+                            return Ok(reply(StatusCode::BAD_REQUEST, "want /workers?extra=N"));
+                        };
+                        workers.set_extra(extra);
+                    }
                     Ok::<_, Infallible>(reply(StatusCode::OK, "ok"))
                 }
             });
@@ -494,6 +516,61 @@ async fn serve_admin(listener: TcpListener, knobs: Arc<Knobs>, seen: Arc<AdviceS
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// A service's worker permits: its configured pool plus the extra workers the actuator may add
+/// while the service is blocked on a slow dependency (the scarce resource is then workers, not
+/// CPU: each one waits on the backend while holding its permit).
+#[derive(Debug)]
+struct Workers {
+    sem: Arc<Semaphore>,
+    base: usize,
+    /// Extra permits currently granted (removal is asynchronous; see [`Workers::set_extra`]).
+    extra: Mutex<usize>,
+}
+
+impl Workers {
+    fn new(base: usize) -> Self {
+        Self {
+            sem: Arc::new(Semaphore::new(base)),
+            base,
+            extra: Mutex::new(0),
+        }
+    }
+
+    /// Workers in total.
+    fn size(&self) -> usize {
+        self.base + self.extra.lock().map_or(0, |e| *e)
+    }
+
+    /// Workers holding a permit now.
+    fn busy(&self) -> usize {
+        self.size().saturating_sub(self.sem.available_permits())
+    }
+
+    /// Sets the extra workers to `n`. Added permits are usable at once; removed ones are taken
+    /// back as they are released (each is acquired in turn, fairly with requests, and forgotten),
+    /// so no request in flight is cut off.
+    fn set_extra(&self, n: usize) {
+        let Ok(mut extra) = self.extra.lock() else {
+            return;
+        };
+        if n > *extra {
+            self.sem.add_permits(n - *extra);
+        } else if n < *extra {
+            let sem = Arc::clone(&self.sem);
+            let take = *extra - n;
+            tokio::spawn(async move {
+                for _ in 0..take {
+                    match sem.acquire().await {
+                        Ok(p) => p.forget(),
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        *extra = n;
     }
 }
 
@@ -523,4 +600,40 @@ pub fn query_pairs(q: &str) -> Vec<(String, String)> {
             None => (p.to_string(), String::new()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn extra_workers_come_at_once_and_leave_as_they_are_released() {
+        let w = Workers::new(2);
+        let a = w.sem.acquire().await.unwrap();
+        let b = w.sem.acquire().await.unwrap();
+        assert_eq!((w.size(), w.busy()), (2, 2));
+        w.set_extra(3);
+        assert_eq!((w.size(), w.busy()), (5, 2));
+        let extra: Vec<_> = [(); 3]
+            .iter()
+            .map(|()| w.sem.try_acquire().unwrap())
+            .collect();
+        assert!(w.sem.try_acquire().is_err(), "5 workers in all");
+        assert_eq!(w.busy(), 5);
+        // Back to the pool of 2 while all 5 are busy: nothing in flight is cut off...
+        w.set_extra(0);
+        assert_eq!(w.size(), 2);
+        drop(extra);
+        drop(a);
+        drop(b);
+        // ...and the 3 released permits are taken back as they come free.
+        for _ in 0..100 {
+            if w.sem.available_permits() == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(w.sem.available_permits(), 2);
+        assert_eq!(w.busy(), 0);
+    }
 }
