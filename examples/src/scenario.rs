@@ -132,7 +132,8 @@ pub enum Mode {
     Off,
     /// Advice-driven shedding by SeerLayer.
     SeerThrottle,
-    /// The local actuator raises the culprit's CPU quota.
+    /// The local actuator gives the culprit more of its scarce resource: CPU quota, or workers
+    /// when it is blocked on a slow dependency.
     SeerActuate,
     /// Both shedding and the actuator.
     SeerBoth,
