@@ -148,6 +148,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// Records the start of an actuation; its index in the run's actuations.
+    fn begin_actuation(&self, a: Actuation) -> Option<usize> {
+        let mut list = self.actuations.lock().ok()?;
+        list.push(a);
+        Some(list.len() - 1)
+    }
+
+    /// Updates actuation `idx` in place.
+    fn update_actuation(&self, idx: usize, f: impl FnOnce(&mut Actuation)) {
+        if let Ok(mut list) = self.actuations.lock()
+            && let Some(a) = list.get_mut(idx)
+        {
+            f(a);
+        }
+    }
+
     fn note(&self, s: impl Into<String>) {
         let s = s.into();
         if let Ok(mut n) = self.notes.lock()
@@ -920,17 +936,13 @@ async fn actuate_workers(
             if extra == 0 || admin.hit(&format!("/workers?extra={extra}")).await.is_err() {
                 continue;
             }
-            let idx = shared.actuations.lock().map(|mut a| {
-                a.push(Actuation {
-                    service: s.clone(),
-                    start_s: now_s,
-                    end_s: None,
-                    quota_pct: spec.quota_pct,
-                    workers: Some(spec.pool + extra),
-                });
-                a.len() - 1
-            });
-            if let Ok(idx) = idx {
+            if let Some(idx) = shared.begin_actuation(Actuation {
+                service: s.clone(),
+                start_s: now_s,
+                end_s: None,
+                quota_pct: spec.quota_pct,
+                workers: Some(spec.pool + extra),
+            }) {
                 let now = Instant::now();
                 raised.insert(
                     s.clone(),
@@ -971,11 +983,7 @@ async fn actuate_workers(
         for s in done {
             if let (Some(r), Some(admin)) = (raised.remove(&s), admins.get(&s)) {
                 let _ = admin.hit("/workers?extra=0").await;
-                if let Ok(mut a) = shared.actuations.lock()
-                    && let Some(x) = a.get_mut(r.idx)
-                {
-                    x.end_s = Some(now_s);
-                }
+                shared.update_actuation(r.idx, |a| a.end_s = Some(now_s));
             }
         }
     }
@@ -1035,29 +1043,25 @@ async fn actuate(
             if *n >= c.actuate_confirm_ticks && !raised.contains_key(s) {
                 let base = topo.service(s).map_or(20.0, |x| x.quota_pct);
                 let q = (base + c.actuate_extra_pct).min(max_pct);
-                if cg.set_quota(s, q).is_ok() {
-                    let idx = shared.actuations.lock().map(|mut a| {
-                        a.push(Actuation {
-                            service: s.clone(),
-                            start_s: now_s,
-                            end_s: None,
+                if cg.set_quota(s, q).is_ok()
+                    && let Some(idx) = shared.begin_actuation(Actuation {
+                        service: s.clone(),
+                        start_s: now_s,
+                        end_s: None,
+                        quota_pct: q,
+                        workers: None,
+                    })
+                {
+                    raised.insert(
+                        s.clone(),
+                        Raise {
+                            since: Instant::now(),
+                            last_named: Instant::now(),
+                            idx,
                             quota_pct: q,
-                            workers: None,
-                        });
-                        a.len() - 1
-                    });
-                    if let Ok(idx) = idx {
-                        raised.insert(
-                            s.clone(),
-                            Raise {
-                                since: Instant::now(),
-                                last_named: Instant::now(),
-                                idx,
-                                quota_pct: q,
-                                named_since_raise: 0,
-                            },
-                        );
-                    }
+                            named_since_raise: 0,
+                        },
+                    );
                 }
             }
         }
@@ -1089,11 +1093,7 @@ async fn actuate(
                 if cg.set_quota(s, q).is_ok() {
                     r.quota_pct = q;
                     r.named_since_raise = 0;
-                    if let Ok(mut a) = shared.actuations.lock()
-                        && let Some(x) = a.get_mut(r.idx)
-                    {
-                        x.quota_pct = q;
-                    }
+                    shared.update_actuation(r.idx, |a| a.quota_pct = q);
                 }
             }
         }
@@ -1116,11 +1116,7 @@ async fn actuate(
             if let Some(r) = raised.remove(&s) {
                 let base = topo.service(&s).map_or(20.0, |x| x.quota_pct);
                 let _ = cg.set_quota(&s, base);
-                if let Ok(mut a) = shared.actuations.lock()
-                    && let Some(x) = a.get_mut(r.idx)
-                {
-                    x.end_s = Some(now_s);
-                }
+                shared.update_actuation(r.idx, |a| a.end_s = Some(now_s));
             }
         }
     }
