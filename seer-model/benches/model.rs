@@ -32,14 +32,20 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let bench = match seer_model::sim::speed(64, 30, 1, 300) {
+    // SEER_MODEL_BENCH_ITERS=<n> measures n predictions and steps instead of 300 (e.g. under
+    // callgrind, toggled on `seer_model::trainer::Engine::observe`, to count instructions).
+    let iters = std::env::var("SEER_MODEL_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let bench = match seer_model::sim::speed(64, 30, 1, iters) {
         Ok(s) => s,
         Err(err) => {
             eprintln!("model bench failed: {err}");
             std::process::exit(1);
         }
     };
-    let eval = seer_model::sim::speed(13, 64, 8, 100).ok();
+    let eval = seer_model::sim::speed(13, 64, 8, iters.min(100)).ok();
     let figures = serde_json::json!({
         "model": {
             "infer_ms": bench.infer_ms,

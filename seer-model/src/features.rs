@@ -320,8 +320,15 @@ impl History {
                 let Some(frame) = seq.checked_sub(back).and_then(|q| self.get(q)) else {
                     continue;
                 };
+                // Usually the same services in the same order as at the end: no lookups.
+                let same = frame.ids == end.ids;
                 for (row, id) in frame.ids.iter().enumerate() {
-                    if let Some(&si) = slot.get(id) {
+                    let si = if same {
+                        Some(row)
+                    } else {
+                        slot.get(id).copied()
+                    };
+                    if let Some(si) = si {
                         let dst = ((bi * s_max + si) * window + w) * c;
                         out.x[dst..dst + c].copy_from_slice(&frame.rows[row * c..(row + 1) * c]);
                     }
@@ -420,5 +427,28 @@ mod tests {
             });
         }
         assert!(h.get(s0).is_none(), "old frames are evicted");
+    }
+
+    #[test]
+    fn windows_follow_services_that_change_order() {
+        let mut h = History::new(8, 1);
+        h.push(Frame {
+            ids: vec![0, 1],
+            rows: vec![1.0, 10.0],
+            edges: vec![],
+        });
+        h.push(Frame {
+            ids: vec![0, 1],
+            rows: vec![2.0, 20.0],
+            edges: vec![],
+        });
+        let end = h.push(Frame {
+            ids: vec![1, 0],
+            rows: vec![30.0, 3.0],
+            edges: vec![],
+        });
+        let w = h.windows(&[end], 3);
+        // Rows follow the end frame's order: b first, then a.
+        assert_eq!(w.x, vec![10.0, 20.0, 30.0, 1.0, 2.0, 3.0]);
     }
 }

@@ -73,10 +73,10 @@ impl SeerNet {
         let (b, s, w, c) = (size[0], size[1], size[2], size[3]);
         let e = self.shape.embed;
         let seq = x.view([b * s, w, c]);
-        let conv = self.cnn.forward(&seq.transpose(1, 2));
-        // Contiguous time-major rows: libtorch's LSTM on the strided view costs about twice the
-        // instructions (callgrind) of a copy plus the contiguous run.
-        let h = self.lstm.last(&conv.transpose(1, 2).contiguous());
+        // Time-major rows in and out of the convolutions: the LSTM reads them contiguous (on a
+        // strided view libtorch's LSTM costs about twice the instructions, callgrind).
+        let conv = self.cnn.forward(&seq);
+        let h = self.lstm.last(&conv);
         let recent =
             seq.narrow(1, w - RECENT.min(w), RECENT.min(w))
                 .mean_dim(1, false, Kind::Float);
