@@ -18,6 +18,9 @@
 //!   services.
 //! - 2026-12-03, later, diagnosis signals cached: infer 1.14 / 1.40 ms (two runs), train step
 //!   4.1 / 4.3 ms, the quality check's shape 0.64 ms. Target still missed at 64 services.
+//! - 2026-12-03, third session, convolutions as one matrix product per layer: 6 alternating
+//!   pairs against the previous binary, medians 1.47 -> 1.34 ms infer (pair ratio 0.89), train
+//!   step 5.2 -> 4.5 ms, the quality check's shape 1.00 -> 0.81 ms. Target still missed.
 //!
 //! Compare ratios within one run, never absolute times across runs.
 //!
