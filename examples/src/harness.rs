@@ -59,6 +59,11 @@ pub struct TickPred {
     pub named: Vec<(String, String)>,
     /// Collector mode.
     pub mode: String,
+    /// The collector tick this prediction is for. Several harness ticks show the same
+    /// prediction when the collector is late; confirmations count distinct predictions.
+    /// Absent in runs recorded before it was kept (each harness tick then counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector_tick: Option<u64>,
 }
 
 /// One raise by the actuator: a CPU quota, or (for a culprit blocked on a slow dependency) its
@@ -140,6 +145,9 @@ pub struct RunRecord {
 #[derive(Default)]
 struct Shared {
     preds: Mutex<BTreeMap<usize, TickPred>>,
+    /// Each new prediction's collector tick and named (service, resource) pairs, as it arrives:
+    /// the actuators wait on it.
+    named: tokio::sync::watch::Sender<(u64, Vec<(String, String)>)>,
     latest: Mutex<Option<PredSet>>,
     active: Mutex<Vec<String>>,
     actuations: Mutex<Vec<Actuation>>,
@@ -506,9 +514,7 @@ fn build_record(
         })
         .collect();
     let preds_map = shared.preds.lock().map(|p| p.clone()).unwrap_or_default();
-    let preds = (0..rows.len())
-        .map(|i| preds_map.get(&i).cloned())
-        .collect();
+    let preds = preds_per_tick(&preds_map, rows.len());
     RunRecord {
         scenario: sc.name.clone(),
         mode: opts.mode,
@@ -759,7 +765,26 @@ async fn post_label(ctx: &InjectCtx, t: &GroundTruth, phase: &str) {
     }
 }
 
-/// Polls the collector's predictions every tick.
+/// How many ticks a prediction stands for when no newer one has come.
+const PRED_FRESH_TICKS: usize = 5;
+
+/// Per harness tick, the latest prediction received by then, if at most [`PRED_FRESH_TICKS`]
+/// old: predictions are recorded when they arrive, and a tick in which none arrived shows the one
+/// before (with the same collector tick, so it confirms nothing new).
+fn preds_per_tick(recorded: &BTreeMap<usize, TickPred>, ticks: usize) -> Vec<Option<TickPred>> {
+    (0..ticks)
+        .map(|i| {
+            recorded
+                .range(..=i)
+                .next_back()
+                .filter(|(t, _)| i - **t <= PRED_FRESH_TICKS)
+                .map(|(_, p)| p.clone())
+        })
+        .collect()
+}
+
+/// Follows the collector's predictions with a long poll (`?after=TICK`), so each prediction is
+/// recorded once, at the harness tick it became available, and published to the actuators.
 async fn poll_predictions(
     client: JsonClient,
     services: Vec<String>,
@@ -768,20 +793,31 @@ async fn poll_predictions(
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut interval = tokio::time::interval(stats.tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The collector holds the request until a newer tick is predicted, at most this long (under
+    // the client's 2 s timeout), so the loop also notices `stop`.
+    let wait_ms = (stats.tick.as_millis() as u64 * 5).clamp(100, 1000);
+    let mut last: Option<u64> = None;
     while !stop.load(Ordering::Relaxed) {
-        interval.tick().await;
-        let tick = stats.tick_now();
-        match client.get(PREDICTIONS_PATH).await {
+        let path = match last {
+            Some(t) => format!("{PREDICTIONS_PATH}?after={t}&wait_ms={wait_ms}"),
+            None => PREDICTIONS_PATH.to_string(),
+        };
+        match client.get(&path).await {
             Ok(v) => {
                 let Some(set) = parse_predictions(&v) else {
                     // `latest` is null until the first tick has been predicted.
                     if v.get("latest").is_some_and(|l| !l.is_null()) {
                         shared.note("could not read /v1/predictions (unknown shape)");
                     }
+                    tokio::time::sleep(stats.tick).await;
                     continue;
                 };
+                if last.is_some_and(|t| set.tick <= t) {
+                    // The wait ran out with nothing newer.
+                    continue;
+                }
+                last = Some(set.tick);
+                let tick = stats.tick_now();
                 let by_name: BTreeMap<&str, &crate::collector::Pred> = set
                     .services
                     .iter()
@@ -810,6 +846,7 @@ async fn poll_predictions(
                         top.resource.clone().unwrap_or_default(),
                     ));
                 }
+                shared.named.send_replace((set.tick, named.clone()));
                 if let Ok(mut p) = shared.preds.lock() {
                     p.insert(
                         tick,
@@ -817,6 +854,7 @@ async fn poll_predictions(
                             risks,
                             named,
                             mode: set.mode.clone(),
+                            collector_tick: Some(set.tick),
                         },
                     );
                 }
@@ -824,7 +862,10 @@ async fn poll_predictions(
                     *l = Some(set);
                 }
             }
-            Err(e) => shared.note(format!("predictions unavailable: {e:#}")),
+            Err(e) => {
+                shared.note(format!("predictions unavailable: {e:#}"));
+                tokio::time::sleep(stats.tick).await;
+            }
         }
     }
 }
@@ -857,20 +898,23 @@ fn should_escalate(r: &Raise, rate_cores: f64, escalate_ticks: u32, max_pct: f64
         && r.quota_pct < max_pct
 }
 
-/// The (service, resource) pairs named in the latest predictions, if they are fresh (at most 5
-/// ticks old).
-fn latest_named(shared: &Shared, tick: usize) -> Vec<(String, String)> {
-    shared
-        .preds
-        .lock()
-        .ok()
-        .and_then(|p| {
-            p.range(..=tick)
-                .next_back()
-                .filter(|(t, _)| tick - **t <= 5)
-                .map(|(_, v)| v.named.clone())
-        })
-        .unwrap_or_default()
+/// Waits at most `wait` for a prediction newer than `seen` (a collector tick); its named
+/// (service, resource) pairs, or `None` when none came. Actuators count confirmations in
+/// predictions, not in their own loop turns, so a late prediction is never counted twice.
+async fn next_named(
+    rx: &mut tokio::sync::watch::Receiver<(u64, Vec<(String, String)>)>,
+    seen: &mut u64,
+    wait: Duration,
+) -> Option<Vec<(String, String)>> {
+    let after = *seen;
+    let got = tokio::time::timeout(wait, rx.wait_for(|v| v.0 > after)).await;
+    match got {
+        Ok(Ok(v)) => {
+            *seen = v.0;
+            Some(v.1.clone())
+        }
+        _ => None,
+    }
 }
 
 /// A culprit whose workers the workers actuator raised.
@@ -912,16 +956,19 @@ async fn actuate_workers(
         .collect();
     let mut streak: BTreeMap<String, u32> = BTreeMap::new();
     let mut raised: BTreeMap<String, WorkersRaise> = BTreeMap::new();
-    let mut interval = tokio::time::interval(stats.tick);
+    let mut rx = shared.named.subscribe();
+    let mut seen = 0;
     while !stop.load(Ordering::Relaxed) {
-        interval.tick().await;
-        let named = latest_named(&shared, stats.tick_now());
-        for s in topo.names() {
-            let hit = named.iter().any(|(n, r)| n == &s && r == "downstream");
-            let e = streak.entry(s.clone()).or_default();
-            *e = if hit { *e + 1 } else { 0 };
-            if hit && let Some(r) = raised.get_mut(&s) {
-                r.last_named = Instant::now();
+        // Streaks advance once per prediction; the hold and release checks below also run when
+        // none came within a tick.
+        if let Some(named) = next_named(&mut rx, &mut seen, stats.tick).await {
+            for s in topo.names() {
+                let hit = named.iter().any(|(n, r)| n == &s && r == "downstream");
+                let e = streak.entry(s.clone()).or_default();
+                *e = if hit { *e + 1 } else { 0 };
+                if hit && let Some(r) = raised.get_mut(&s) {
+                    r.last_named = Instant::now();
+                }
             }
         }
         let now_s = stats.origin.elapsed().as_secs_f64();
@@ -1018,23 +1065,25 @@ async fn actuate(
     let max_pct = c.actuate_max_pct.min(100.0 * cores as f64);
     // Per raised group: the CPU-use samples of the last second, and since when use has been low.
     let mut usage: BTreeMap<String, UsageTrack> = BTreeMap::new();
-    let mut interval = tokio::time::interval(stats.tick);
+    let mut rx = shared.named.subscribe();
+    let mut seen = 0;
     while !stop.load(Ordering::Relaxed) {
-        interval.tick().await;
-        let tick = stats.tick_now();
-        let named = latest_named(&shared, tick);
-        for s in topo.names() {
-            let hit = named
-                .iter()
-                .any(|(n, r)| n == &s && matches!(r.as_str(), "cpu" | "memory" | "unknown" | ""));
-            let e = streak.entry(s.clone()).or_default();
-            *e = if hit { *e + 1 } else { 0 };
-            if let Some(r) = raised.get_mut(&s) {
-                if hit {
-                    r.last_named = Instant::now();
-                    r.named_since_raise += 1;
-                } else {
-                    r.named_since_raise = 0;
+        // Streaks advance once per prediction; usage sampling, escalation and release also run
+        // when none came within a tick.
+        if let Some(named) = next_named(&mut rx, &mut seen, stats.tick).await {
+            for s in topo.names() {
+                let hit = named.iter().any(|(n, r)| {
+                    n == &s && matches!(r.as_str(), "cpu" | "memory" | "unknown" | "")
+                });
+                let e = streak.entry(s.clone()).or_default();
+                *e = if hit { *e + 1 } else { 0 };
+                if let Some(r) = raised.get_mut(&s) {
+                    if hit {
+                        r.last_named = Instant::now();
+                        r.named_since_raise += 1;
+                    } else {
+                        r.named_since_raise = 0;
+                    }
                 }
             }
         }
@@ -1296,6 +1345,56 @@ mod tests {
         assert_eq!(extra_workers(3, 1.5), 2);
         assert_eq!(extra_workers(2, 1.0), 0, "factor 1 turns it off");
         assert_eq!(extra_workers(2, 0.5), 0);
+    }
+
+    #[test]
+    fn each_tick_shows_the_latest_fresh_prediction() {
+        let pred = |t| TickPred {
+            risks: vec![],
+            named: vec![],
+            mode: "predicting".into(),
+            collector_tick: Some(t),
+        };
+        let recorded = BTreeMap::from([(2, pred(20)), (3, pred(21)), (5, pred(23))]);
+        let ticks: Vec<Option<u64>> = preds_per_tick(&recorded, 13)
+            .iter()
+            .map(|p| p.as_ref().and_then(|p| p.collector_tick))
+            .collect();
+        let (a, b, c) = (Some(20), Some(21), Some(23));
+        assert_eq!(
+            ticks,
+            [None, None, a, b, b, c, c, c, c, c, c, None, None],
+            "carried at most {PRED_FRESH_TICKS} ticks"
+        );
+    }
+
+    #[tokio::test]
+    async fn next_named_waits_for_a_newer_prediction() {
+        let shared = Shared::default();
+        let mut rx = shared.named.subscribe();
+        let mut seen = 0;
+        let wait = Duration::from_millis(20);
+        assert_eq!(
+            next_named(&mut rx, &mut seen, wait).await,
+            None,
+            "nothing yet"
+        );
+        shared
+            .named
+            .send_replace((7, vec![("text".into(), "cpu".into())]));
+        let got = next_named(&mut rx, &mut seen, wait).await;
+        assert_eq!(got, Some(vec![("text".to_string(), "cpu".to_string())]));
+        assert_eq!(seen, 7);
+        assert_eq!(
+            next_named(&mut rx, &mut seen, wait).await,
+            None,
+            "seen once"
+        );
+        // The same collector tick published again is not a new prediction.
+        shared.named.send_replace((7, vec![]));
+        assert_eq!(next_named(&mut rx, &mut seen, wait).await, None);
+        shared.named.send_replace((8, vec![]));
+        assert_eq!(next_named(&mut rx, &mut seen, wait).await, Some(vec![]));
     }
 
     fn raise(quota_pct: f64, named_since_raise: u32) -> Raise {

@@ -161,18 +161,42 @@ fn raw_named(r: &RunRecord, i: usize) -> &[(String, String)] {
         .map_or(&[], |p| p.named.as_slice())
 }
 
-/// Per tick, the services named for [`CONFIRM_TICKS`] ticks in a row ending at that tick (the
-/// same confirmation the actuator waits for), with the resource named at that tick.
+/// Per tick, the services named in [`CONFIRM_TICKS`] predictions in a row ending at that tick
+/// (the same confirmation the actuators wait for), with the resource named at that tick.
+/// Predictions are told apart by their collector tick: a tick that shows the same prediction
+/// as the one before (the collector was late) confirms nothing new. Runs recorded without
+/// collector ticks count every harness tick.
 fn confirmed(r: &RunRecord) -> Vec<Vec<(String, String)>> {
+    let key = |j: usize| {
+        r.preds
+            .get(j)
+            .and_then(|p| p.as_ref())
+            .map(|p| p.collector_tick.map_or((1, j as u64), |t| (0, t)))
+    };
     (0..r.ticks.len().max(r.preds.len()))
         .map(|i| {
-            if i + 1 < CONFIRM_TICKS {
+            let Some(mut last) = key(i) else {
+                return Vec::new();
+            };
+            // The ticks of the previous CONFIRM_TICKS - 1 distinct predictions.
+            let mut prev = Vec::with_capacity(CONFIRM_TICKS);
+            let mut j = i;
+            while prev.len() + 1 < CONFIRM_TICKS && j > 0 {
+                j -= 1;
+                let Some(k) = key(j) else { break };
+                if k != last {
+                    prev.push(j);
+                    last = k;
+                }
+            }
+            if prev.len() + 1 < CONFIRM_TICKS {
                 return Vec::new();
             }
             raw_named(r, i)
                 .iter()
                 .filter(|(s, _)| {
-                    (i + 1 - CONFIRM_TICKS..i).all(|j| raw_named(r, j).iter().any(|(n, _)| n == s))
+                    prev.iter()
+                        .all(|j| raw_named(r, *j).iter().any(|(n, _)| n == s))
                 })
                 .cloned()
                 .collect()
@@ -466,6 +490,7 @@ mod tests {
                         .map(|(_, _, s)| ((*s).to_string(), "cpu".to_string()))
                         .collect(),
                     mode: "fallback".into(),
+                    collector_tick: None,
                 })
             })
             .collect();
@@ -558,6 +583,32 @@ mod tests {
         assert_eq!(s.step.named_within_5_ticks, Some(0.5));
         assert_eq!(s.step.culprit_accuracy, Some(1.0));
         assert_eq!(s.gradual.faults, 0);
+    }
+
+    #[test]
+    fn a_prediction_shown_twice_confirms_once() {
+        // Named at harness ticks 102-104, but 103 repeats 102's prediction (collector tick 52):
+        // only two distinct predictions, so nothing is confirmed until a third one at 105.
+        let mut r = record(&[], &[(102, 140, "text")], 500);
+        let mut ct = 0;
+        for (i, p) in r.preds.iter_mut().enumerate() {
+            if i != 103 {
+                ct += 1;
+            }
+            if let Some(p) = p {
+                p.collector_tick = Some(ct);
+            }
+        }
+        r.faults[0].class = FaultClass::Step;
+        r.faults[0].start_s = 10.0;
+        let conf = confirmed(&r);
+        assert!(conf[104].is_empty(), "a repeat counted as a confirmation");
+        assert_eq!(conf[105], vec![("text".to_string(), "cpu".to_string())]);
+        let (_, evals) = summarize(&r, None, 10);
+        assert_eq!(evals[0].time_to_culprit_ticks, Some(5));
+        // Without collector ticks (older runs) every harness tick counts, as before.
+        let old = record(&[], &[(102, 140, "text")], 500);
+        assert_eq!(confirmed(&old)[104].len(), 1);
     }
 
     #[test]

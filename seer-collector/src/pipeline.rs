@@ -81,6 +81,8 @@ pub struct Shared {
     pub advice: RwLock<HashMap<String, Advice>>,
     /// Latest predictions.
     pub latest: RwLock<Option<PredictionRecord>>,
+    /// Woken (all waiters) whenever `latest` is replaced: `GET /v1/predictions?after=` waits on it.
+    pub latest_changed: tokio::sync::Notify,
     /// Latest aggregator snapshot.
     pub snapshot: RwLock<Snapshot>,
     /// Counters probed at start: (name, supported).
@@ -347,6 +349,7 @@ impl PredictSink for BoardSink {
         if let Ok(mut l) = self.shared.latest.write() {
             *l = Some(record.clone());
         }
+        self.shared.latest_changed.notify_waiters();
         if let Some(w) = &self.writer {
             w.record(Record::Prediction(Box::new(record.clone())));
         }

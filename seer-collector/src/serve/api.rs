@@ -4,6 +4,7 @@
 //! `-5m`. Every list is bounded by `limit` (default 1000, at most 100000).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -16,7 +17,7 @@ use serde_json::json;
 use crate::hw::NodeSample;
 use crate::ingest::now_unix_ns;
 use crate::internal_events::RequestRejected;
-use crate::pipeline::{AggMsg, AppState};
+use crate::pipeline::{AggMsg, AppState, Shared};
 use crate::store::writer::Record;
 use crate::store::{Store, StoreError};
 use crate::window::Label;
@@ -76,6 +77,10 @@ pub struct Range {
     pub limit: Option<usize>,
     /// Only open alerts.
     pub open: Option<bool>,
+    /// Predictions only: answer once a tick later than this one has been predicted.
+    pub after: Option<u64>,
+    /// Predictions only, with `after`: the longest wait, ms (default 1000, at most 10 000).
+    pub wait_ms: Option<u64>,
 }
 
 impl Range {
@@ -120,7 +125,15 @@ pub async fn advice(State(state): State<AppState>, Path(service): Path<String>) 
     Json(state.advice_for(&service)).into_response()
 }
 
+/// Longest wait `GET /v1/predictions?after=` accepts, ms.
+pub const MAX_PREDICTION_WAIT_MS: u64 = 10_000;
+
 /// `GET /v1/predictions`: the latest predictions, or a range with `from`/`to`.
+///
+/// With `after=TICK` it is a long poll: it answers as soon as a tick later than `TICK` has been
+/// predicted, or after `wait_ms` with whatever is latest (the caller compares ticks). A client
+/// that follows the predictions this way sees each one once, as soon as it is made, instead of
+/// sampling on its own clock (which reads some predictions twice and misses others).
 pub async fn predictions(
     State(state): State<AppState>,
     Query(q): Query<Range>,
@@ -132,6 +145,12 @@ pub async fn predictions(
         .map(|p| p.clone())
         .unwrap_or_default();
     if q.from.is_none() && q.to.is_none() {
+        if let Some(after) = q.after {
+            let wait = Duration::from_millis(q.wait_ms.unwrap_or(1000).min(MAX_PREDICTION_WAIT_MS));
+            wait_for_prediction(&state.shared, after, wait).await;
+        } else if q.wait_ms.is_some() {
+            return Err(bad("`wait_ms` needs `after`"));
+        }
         let latest = state.shared.latest.read().ok().and_then(|l| l.clone());
         return Ok(Json(json!({ "predictor": predictor, "latest": latest })).into_response());
     }
@@ -140,6 +159,30 @@ pub async fn predictions(
     let tick = state.cfg.tick_ns().max(1);
     let recs = blocking(move || Ok(st.predictions(from / tick, to / tick, limit)?)).await?;
     Ok(Json(json!({ "predictor": predictor, "predictions": recs })).into_response())
+}
+
+/// Waits until the latest prediction is for a tick after `after`, at most `wait`.
+async fn wait_for_prediction(shared: &Shared, after: u64, wait: Duration) {
+    let newer = || {
+        shared
+            .latest
+            .read()
+            .ok()
+            .is_some_and(|l| l.as_ref().is_some_and(|r| r.tick > after))
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before the check, so a prediction published in between still wakes us.
+        let notified = shared.latest_changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if newer() {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// `GET /v1/services`.

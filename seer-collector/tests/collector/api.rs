@@ -314,3 +314,57 @@ async fn labels_graph_and_span_derived_windows() {
     assert_eq!(w0["arrivals"], 20);
     h.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_long_poll_answers_with_each_new_tick() {
+    let ticks = Arc::new(Mutex::new((0, 0)));
+    let h = start_with(
+        |c| {
+            c.tick_ms = 50;
+            c.watermark_ms = 50;
+        },
+        |c| {
+            c.with_predictor(Box::new(Scripted {
+                ticks: Arc::clone(&ticks),
+            }))
+        },
+    )
+    .await;
+    // Keep ticks closing: one service reports every 20 ms.
+    let addr = h.addr;
+    let feeder = tokio::spawn(async move {
+        loop {
+            let b = batch("fe", 50_000_000, now_ns(), 0.1, 5);
+            post(addr, "/v1/seer/windows", PB, b.encode_to_vec()).await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    assert!(
+        eventually(20, || async {
+            !get(addr, "/v1/predictions").await.json()["latest"].is_null()
+        })
+        .await,
+        "no prediction appeared"
+    );
+    // Following the predictions: every answer is a later tick than the one before.
+    let mut last = get(addr, "/v1/predictions").await.json()["latest"]["tick"]
+        .as_u64()
+        .unwrap();
+    for _ in 0..5 {
+        let r = get(addr, &format!("/v1/predictions?after={last}&wait_ms=5000")).await;
+        assert_eq!(r.status, 200);
+        let t = r.json()["latest"]["tick"].as_u64().unwrap();
+        assert!(t > last, "after={last} answered with tick {t}");
+        last = t;
+    }
+    // Nothing newer within the wait: the latest is returned as it is, for the caller to compare.
+    let far = last + 1_000_000;
+    let r = get(addr, &format!("/v1/predictions?after={far}&wait_ms=100")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["latest"]["tick"].as_u64().unwrap() <= far);
+    // `wait_ms` alone is a mistake, not a silent no-op.
+    let r = get(addr, "/v1/predictions?wait_ms=100").await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("after"));
+    feeder.abort();
+}
