@@ -64,6 +64,11 @@ pub struct TickPred {
     /// Absent in runs recorded before it was kept (each harness tick then counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collector_tick: Option<u64>,
+    /// Predictions that arrived earlier in the same harness tick (two collector ticks can
+    /// close within one), oldest first: their collector tick and named pairs. Confirmations
+    /// count them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<(u64, Vec<(String, String)>)>,
 }
 
 /// One raise by the actuator: a CPU quota, or (for a culprit blocked on a slow dependency) its
@@ -145,14 +150,39 @@ pub struct RunRecord {
 #[derive(Default)]
 struct Shared {
     preds: Mutex<BTreeMap<usize, TickPred>>,
-    /// Each new prediction's collector tick and named (service, resource) pairs, as it arrives:
-    /// the actuators wait on it.
-    named: tokio::sync::watch::Sender<(u64, Vec<(String, String)>)>,
+    /// Each new prediction's collector tick and named (service, resource) pairs, in order, as
+    /// they arrive: the actuators follow it.
+    named: NamedFeed,
     latest: Mutex<Option<PredSet>>,
     active: Mutex<Vec<String>>,
     actuations: Mutex<Vec<Actuation>>,
     truths: Mutex<Vec<GroundTruth>>,
     notes: Mutex<Vec<String>>,
+}
+
+/// Named culprits per prediction: (collector tick, (service, resource) pairs).
+type Named = (u64, Vec<(String, String)>);
+
+/// The channel that carries every prediction's named culprits to the actuators, in order (a
+/// `watch` would hand a slow reader only the latest, and a confirmation would skip one).
+struct NamedFeed(tokio::sync::broadcast::Sender<Named>);
+
+impl Default for NamedFeed {
+    fn default() -> Self {
+        // 25 s of predictions at the default tick: far more than an actuator's turn.
+        Self(tokio::sync::broadcast::Sender::new(256))
+    }
+}
+
+impl NamedFeed {
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Named> {
+        self.0.subscribe()
+    }
+
+    fn send(&self, n: Named) {
+        // No receiver (no actuator in this mode) is not an error.
+        let _ = self.0.send(n);
+    }
 }
 
 impl Shared {
@@ -778,9 +808,53 @@ fn preds_per_tick(recorded: &BTreeMap<usize, TickPred>, ticks: usize) -> Vec<Opt
                 .range(..=i)
                 .next_back()
                 .filter(|(t, _)| i - **t <= PRED_FRESH_TICKS)
-                .map(|(_, p)| p.clone())
+                .map(|(t, p)| {
+                    let mut p = p.clone();
+                    if *t != i {
+                        // Carried forward: what arrived before it was shown at its own tick.
+                        p.earlier.clear();
+                    }
+                    p
+                })
         })
         .collect()
+}
+
+/// Records a prediction at the harness tick it arrived; one that arrived earlier in the same
+/// tick moves into its `earlier`, so none is lost to the metrics.
+fn record_pred(recorded: &mut BTreeMap<usize, TickPred>, tick: usize, mut pred: TickPred) {
+    if let Some(e) = recorded.remove(&tick) {
+        let mut earlier = e.earlier;
+        earlier.extend(e.collector_tick.map(|t| (t, e.named)));
+        earlier.append(&mut pred.earlier);
+        pred.earlier = earlier;
+    }
+    recorded.insert(tick, pred);
+}
+
+/// The culprits a prediction names, with their resource: services flagged `culprit` at risk
+/// `threshold` or more, or, from a predictor that flags none, the riskiest at or above it.
+fn named_in(set: &PredSet, threshold: f64) -> Vec<(String, String)> {
+    let mut named: Vec<(String, String)> = set
+        .services
+        .iter()
+        .filter(|p| p.culprit && p.risk >= threshold)
+        .map(|p| (p.service.clone(), p.resource.clone().unwrap_or_default()))
+        .collect();
+    if named.is_empty()
+        && !set.services.iter().any(|p| p.culprit)
+        && let Some(top) = set
+            .services
+            .iter()
+            .filter(|p| p.risk >= threshold)
+            .max_by(|a, b| a.risk.total_cmp(&b.risk))
+    {
+        named.push((
+            top.service.clone(),
+            top.resource.clone().unwrap_or_default(),
+        ));
+    }
+    named
 }
 
 /// Follows the collector's predictions with a long poll (`?after=TICK`), so each prediction is
@@ -804,62 +878,54 @@ async fn poll_predictions(
         };
         match client.get(&path).await {
             Ok(v) => {
-                let Some(set) = parse_predictions(&v) else {
+                // A long poll's answer carries every prediction after `last` (`since`); the
+                // first request, and older collectors, only the latest.
+                let sets: Vec<PredSet> = match v.get("since").and_then(|s| s.as_array()) {
+                    Some(a) => a.iter().filter_map(parse_predictions).collect(),
+                    None => parse_predictions(&v).into_iter().collect(),
+                };
+                if sets.is_empty() && last.is_none() {
                     // `latest` is null until the first tick has been predicted.
                     if v.get("latest").is_some_and(|l| !l.is_null()) {
                         shared.note("could not read /v1/predictions (unknown shape)");
                     }
                     tokio::time::sleep(stats.tick).await;
                     continue;
-                };
-                if last.is_some_and(|t| set.tick <= t) {
-                    // The wait ran out with nothing newer.
-                    continue;
                 }
-                last = Some(set.tick);
                 let tick = stats.tick_now();
-                let by_name: BTreeMap<&str, &crate::collector::Pred> = set
-                    .services
-                    .iter()
-                    .map(|p| (p.service.as_str(), p))
-                    .collect();
-                let risks = services
-                    .iter()
-                    .map(|s| by_name.get(s.as_str()).map_or(0.0, |p| p.risk as f32))
-                    .collect();
-                let mut named: Vec<(String, String)> = set
-                    .services
-                    .iter()
-                    .filter(|p| p.culprit && p.risk >= threshold)
-                    .map(|p| (p.service.clone(), p.resource.clone().unwrap_or_default()))
-                    .collect();
-                if named.is_empty()
-                    && !set.services.iter().any(|p| p.culprit)
-                    && let Some(top) = set
-                        .services
+                for set in sets {
+                    if last.is_some_and(|t| set.tick <= t) {
+                        // The wait ran out with nothing newer.
+                        continue;
+                    }
+                    last = Some(set.tick);
+                    let named = named_in(&set, threshold);
+                    shared.named.send((set.tick, named.clone()));
+                    let risks = services
                         .iter()
-                        .filter(|p| p.risk >= threshold)
-                        .max_by(|a, b| a.risk.total_cmp(&b.risk))
-                {
-                    named.push((
-                        top.service.clone(),
-                        top.resource.clone().unwrap_or_default(),
-                    ));
-                }
-                shared.named.send_replace((set.tick, named.clone()));
-                if let Ok(mut p) = shared.preds.lock() {
-                    p.insert(
-                        tick,
-                        TickPred {
-                            risks,
-                            named,
-                            mode: set.mode.clone(),
-                            collector_tick: Some(set.tick),
-                        },
-                    );
-                }
-                if let Ok(mut l) = shared.latest.lock() {
-                    *l = Some(set);
+                        .map(|s| {
+                            set.services
+                                .iter()
+                                .find(|p| &p.service == s)
+                                .map_or(0.0, |p| p.risk as f32)
+                        })
+                        .collect();
+                    if let Ok(mut p) = shared.preds.lock() {
+                        record_pred(
+                            &mut p,
+                            tick,
+                            TickPred {
+                                risks,
+                                named,
+                                mode: set.mode.clone(),
+                                collector_tick: Some(set.tick),
+                                earlier: Vec::new(),
+                            },
+                        );
+                    }
+                    if let Ok(mut l) = shared.latest.lock() {
+                        *l = Some(set);
+                    }
                 }
             }
             Err(e) => {
@@ -902,18 +968,22 @@ fn should_escalate(r: &Raise, rate_cores: f64, escalate_ticks: u32, max_pct: f64
 /// (service, resource) pairs, or `None` when none came. Actuators count confirmations in
 /// predictions, not in their own loop turns, so a late prediction is never counted twice.
 async fn next_named(
-    rx: &mut tokio::sync::watch::Receiver<(u64, Vec<(String, String)>)>,
+    rx: &mut tokio::sync::broadcast::Receiver<Named>,
     seen: &mut u64,
     wait: Duration,
 ) -> Option<Vec<(String, String)>> {
-    let after = *seen;
-    let got = tokio::time::timeout(wait, rx.wait_for(|v| v.0 > after)).await;
-    match got {
-        Ok(Ok(v)) => {
-            *seen = v.0;
-            Some(v.1.clone())
+    use tokio::sync::broadcast::error::RecvError;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok((t, named))) if t > *seen => {
+                *seen = t;
+                return Some(named);
+            }
+            // Already seen, or more than the channel holds went by unread: read on.
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) | Err(_) => return None,
         }
-        _ => None,
     }
 }
 
@@ -1354,6 +1424,7 @@ mod tests {
             named: vec![],
             mode: "predicting".into(),
             collector_tick: Some(t),
+            earlier: vec![],
         };
         let recorded = BTreeMap::from([(2, pred(20)), (3, pred(21)), (5, pred(23))]);
         let ticks: Vec<Option<u64>> = preds_per_tick(&recorded, 13)
@@ -1368,6 +1439,58 @@ mod tests {
         );
     }
 
+    #[test]
+    fn predictions_arriving_in_one_tick_are_all_kept() {
+        let pred = |t, s: &str| TickPred {
+            risks: vec![],
+            named: vec![(s.into(), "cpu".into())],
+            mode: "predicting".into(),
+            collector_tick: Some(t),
+            earlier: vec![],
+        };
+        let mut recorded = BTreeMap::new();
+        record_pred(&mut recorded, 4, pred(40, "a"));
+        record_pred(&mut recorded, 5, pred(41, "b"));
+        record_pred(&mut recorded, 5, pred(42, "c"));
+        record_pred(&mut recorded, 5, pred(43, "d"));
+        let p = &recorded[&5];
+        assert_eq!(p.collector_tick, Some(43));
+        let earlier: Vec<(u64, &str)> = p
+            .earlier
+            .iter()
+            .map(|(t, n)| (*t, n[0].0.as_str()))
+            .collect();
+        assert_eq!(earlier, [(41, "b"), (42, "c")], "oldest first");
+        assert!(recorded[&4].earlier.is_empty());
+        // Shown again at the next tick, it no longer carries what arrived before it.
+        let shown = preds_per_tick(&recorded, 7);
+        assert_eq!(shown[5].as_ref().map(|p| p.earlier.len()), Some(2));
+        assert_eq!(shown[6].as_ref().map(|p| p.earlier.len()), Some(0));
+        assert_eq!(shown[6].as_ref().and_then(|p| p.collector_tick), Some(43));
+    }
+
+    #[test]
+    fn named_in_takes_flagged_culprits_or_the_riskiest() {
+        let pred = |s: &str, risk, culprit| crate::collector::Pred {
+            service: s.into(),
+            risk,
+            culprit,
+            resource: Some("cpu".into()),
+        };
+        let mut set = PredSet {
+            services: vec![pred("a", 0.9, false), pred("b", 0.6, true)],
+            ..Default::default()
+        };
+        assert_eq!(named_in(&set, 0.5), [("b".to_string(), "cpu".to_string())]);
+        assert!(
+            named_in(&set, 0.7).is_empty(),
+            "a flagged culprit under the threshold"
+        );
+        set.services[1].culprit = false;
+        assert_eq!(named_in(&set, 0.5), [("a".to_string(), "cpu".to_string())]);
+        assert!(named_in(&set, 0.95).is_empty());
+    }
+
     #[tokio::test]
     async fn next_named_waits_for_a_newer_prediction() {
         let shared = Shared::default();
@@ -1379,9 +1502,7 @@ mod tests {
             None,
             "nothing yet"
         );
-        shared
-            .named
-            .send_replace((7, vec![("text".into(), "cpu".into())]));
+        shared.named.send((7, vec![("text".into(), "cpu".into())]));
         let got = next_named(&mut rx, &mut seen, wait).await;
         assert_eq!(got, Some(vec![("text".to_string(), "cpu".to_string())]));
         assert_eq!(seen, 7);
@@ -1391,10 +1512,17 @@ mod tests {
             "seen once"
         );
         // The same collector tick published again is not a new prediction.
-        shared.named.send_replace((7, vec![]));
+        shared.named.send((7, vec![]));
         assert_eq!(next_named(&mut rx, &mut seen, wait).await, None);
-        shared.named.send_replace((8, vec![]));
+        // Two published before the reader turns: both are read, in order.
+        shared.named.send((8, vec![]));
+        shared.named.send((9, vec![("user".into(), "cpu".into())]));
         assert_eq!(next_named(&mut rx, &mut seen, wait).await, Some(vec![]));
+        assert_eq!(
+            next_named(&mut rx, &mut seen, wait).await,
+            Some(vec![("user".to_string(), "cpu".to_string())])
+        );
+        assert_eq!(seen, 9);
     }
 
     fn raise(quota_pct: f64, named_since_raise: u32) -> Raise {

@@ -154,49 +154,55 @@ fn runs(flags: &[bool], merge_gap: usize) -> Vec<(usize, usize)> {
     out
 }
 
-fn raw_named(r: &RunRecord, i: usize) -> &[(String, String)] {
-    r.preds
-        .get(i)
-        .and_then(|p| p.as_ref())
-        .map_or(&[], |p| p.named.as_slice())
-}
-
 /// Per tick, the services named in [`CONFIRM_TICKS`] predictions in a row ending at that tick
 /// (the same confirmation the actuators wait for), with the resource named at that tick.
 /// Predictions are told apart by their collector tick: a tick that shows the same prediction
-/// as the one before (the collector was late) confirms nothing new. Runs recorded without
-/// collector ticks count every harness tick.
+/// as the one before (the collector was late) confirms nothing new, and predictions that
+/// arrived earlier in a tick ([`TickPred::earlier`](crate::harness::TickPred::earlier)) count in their order. A tick without a
+/// prediction breaks the run. Runs recorded without collector ticks count every harness tick.
 fn confirmed(r: &RunRecord) -> Vec<Vec<(String, String)>> {
-    let key = |j: usize| {
-        r.preds
-            .get(j)
-            .and_then(|p| p.as_ref())
-            .map(|p| p.collector_tick.map_or((1, j as u64), |t| (0, t)))
+    const NONE: &[(String, String)] = &[];
+    // Every distinct prediction in arrival order, keyed (0, collector tick), or (1, harness
+    // tick) in old runs, or (2, harness tick) for a tick without one; and per tick the index
+    // of the last prediction shown by then.
+    type Seen<'a> = ((u8, u64), &'a [(String, String)]);
+    let mut seq: Vec<Seen<'_>> = Vec::new();
+    let push = |seq: &mut Vec<_>, key: (u8, u64), named| {
+        if seq.last().is_none_or(|(k, _)| *k != key) {
+            seq.push((key, named));
+        }
     };
-    (0..r.ticks.len().max(r.preds.len()))
-        .map(|i| {
-            let Some(mut last) = key(i) else {
+    let n = r.ticks.len().max(r.preds.len());
+    let mut at: Vec<Option<usize>> = Vec::with_capacity(n);
+    for i in 0..n {
+        match r.preds.get(i).and_then(|p| p.as_ref()) {
+            Some(p) => {
+                for (t, named) in &p.earlier {
+                    push(&mut seq, (0, *t), named.as_slice());
+                }
+                let key = p.collector_tick.map_or((1, i as u64), |t| (0, t));
+                push(&mut seq, key, p.named.as_slice());
+                at.push(Some(seq.len() - 1));
+            }
+            None => {
+                push(&mut seq, (2, i as u64), NONE);
+                at.push(None);
+            }
+        }
+    }
+    at.iter()
+        .map(|k| {
+            let Some(k) = *k else { return Vec::new() };
+            let Some(first) = (k + 1).checked_sub(CONFIRM_TICKS) else {
                 return Vec::new();
             };
-            // The ticks of the previous CONFIRM_TICKS - 1 distinct predictions.
-            let mut prev = Vec::with_capacity(CONFIRM_TICKS);
-            let mut j = i;
-            while prev.len() + 1 < CONFIRM_TICKS && j > 0 {
-                j -= 1;
-                let Some(k) = key(j) else { break };
-                if k != last {
-                    prev.push(j);
-                    last = k;
-                }
-            }
-            if prev.len() + 1 < CONFIRM_TICKS {
-                return Vec::new();
-            }
-            raw_named(r, i)
+            let (_, named) = seq[k];
+            named
                 .iter()
                 .filter(|(s, _)| {
-                    prev.iter()
-                        .all(|j| raw_named(r, *j).iter().any(|(n, _)| n == s))
+                    seq[first..k]
+                        .iter()
+                        .all(|(_, prev)| prev.iter().any(|(n, _)| n == s))
                 })
                 .cloned()
                 .collect()
@@ -491,6 +497,7 @@ mod tests {
                         .collect(),
                     mode: "fallback".into(),
                     collector_tick: None,
+                    earlier: vec![],
                 })
             })
             .collect();
@@ -609,6 +616,43 @@ mod tests {
         // Without collector ticks (older runs) every harness tick counts, as before.
         let old = record(&[], &[(102, 140, "text")], 500);
         assert_eq!(confirmed(&old)[104].len(), 1);
+    }
+
+    #[test]
+    fn predictions_that_arrived_in_one_tick_confirm_in_order() {
+        let text = || vec![("text".to_string(), "cpu".to_string())];
+        let mut r = record(&[], &[(102, 103, "text")], 500);
+        for (i, p) in r.preds.iter_mut().enumerate() {
+            if let Some(p) = p {
+                p.collector_tick = Some(i as u64);
+            }
+        }
+        // Two named predictions shown at 102-103: not yet three.
+        assert!(confirmed(&r)[103].is_empty());
+        // The third arrived in tick 103 before the one shown there: confirmed at 103.
+        if let Some(p) = r.preds[103].as_mut() {
+            p.collector_tick = Some(1103);
+            p.earlier = vec![(1102, text())];
+        }
+        let conf = confirmed(&r);
+        assert!(conf[102].is_empty());
+        assert_eq!(conf[103], text());
+        // An earlier one that named someone else breaks the run.
+        if let Some(p) = r.preds[103].as_mut() {
+            p.earlier = vec![(1102, vec![("user".into(), "cpu".into())])];
+        }
+        assert!(confirmed(&r)[103].is_empty());
+        // A tick without a prediction breaks it too.
+        let mut gap = record(&[], &[(100, 104, "text")], 500);
+        for (i, p) in gap.preds.iter_mut().enumerate() {
+            if let Some(p) = p {
+                p.collector_tick = Some(i as u64);
+            }
+        }
+        gap.preds[102] = None;
+        let conf = confirmed(&gap);
+        assert!(conf[103].is_empty() && conf[104].is_empty());
+        assert!(!confirmed(&record(&[], &[(100, 104, "text")], 500))[104].is_empty());
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct Shared {
     pub advice: RwLock<HashMap<String, Advice>>,
     /// Latest predictions.
     pub latest: RwLock<Option<PredictionRecord>>,
+    /// The last [`RECENT_PREDICTIONS`] predictions, oldest first, so a client following them
+    /// with `GET /v1/predictions?after=` gets every one even when two ticks are predicted
+    /// between its requests.
+    pub recent: RwLock<std::collections::VecDeque<PredictionRecord>>,
     /// Woken (all waiters) whenever `latest` is replaced: `GET /v1/predictions?after=` waits on it.
     pub latest_changed: tokio::sync::Notify,
     /// Latest aggregator snapshot.
@@ -94,6 +98,9 @@ pub struct Shared {
     /// Closed ticks queued for the prediction thread.
     pub frames_queued: std::sync::atomic::AtomicUsize,
 }
+
+/// How many predictions [`Shared::recent`] keeps: 6.4 s at the default 100 ms tick.
+pub const RECENT_PREDICTIONS: usize = 64;
 
 /// Capacity of the queue from the aggregator to the prediction thread.
 pub const FRAME_QUEUE: usize = 64;
@@ -345,6 +352,12 @@ impl PredictSink for BoardSink {
             for a in advice {
                 m.insert(a.service.clone(), a.clone());
             }
+        }
+        if let Ok(mut r) = self.shared.recent.write() {
+            if r.len() >= RECENT_PREDICTIONS {
+                r.pop_front();
+            }
+            r.push_back(record.clone());
         }
         if let Ok(mut l) = self.shared.latest.write() {
             *l = Some(record.clone());

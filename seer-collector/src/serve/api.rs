@@ -18,6 +18,7 @@ use crate::hw::NodeSample;
 use crate::ingest::now_unix_ns;
 use crate::internal_events::RequestRejected;
 use crate::pipeline::{AggMsg, AppState, Shared};
+use crate::predict::thread::PredictionRecord;
 use crate::store::writer::Record;
 use crate::store::{Store, StoreError};
 use crate::window::Label;
@@ -131,9 +132,12 @@ pub const MAX_PREDICTION_WAIT_MS: u64 = 10_000;
 /// `GET /v1/predictions`: the latest predictions, or a range with `from`/`to`.
 ///
 /// With `after=TICK` it is a long poll: it answers as soon as a tick later than `TICK` has been
-/// predicted, or after `wait_ms` with whatever is latest (the caller compares ticks). A client
-/// that follows the predictions this way sees each one once, as soon as it is made, instead of
-/// sampling on its own clock (which reads some predictions twice and misses others).
+/// predicted, or after `wait_ms` with whatever is latest. Besides `latest`, the answer then
+/// carries `since`: every prediction after `TICK` still held (the last
+/// [`RECENT_PREDICTIONS`](crate::pipeline::RECENT_PREDICTIONS)), oldest first, empty when the
+/// wait ran out. A client that follows the predictions this way sees each one once, as soon as
+/// it is made, instead of sampling on its own clock (which reads some predictions twice and
+/// misses others) or reading only the latest (which misses one when two ticks close together).
 pub async fn predictions(
     State(state): State<AppState>,
     Query(q): Query<Range>,
@@ -148,7 +152,19 @@ pub async fn predictions(
         if let Some(after) = q.after {
             let wait = Duration::from_millis(q.wait_ms.unwrap_or(1000).min(MAX_PREDICTION_WAIT_MS));
             wait_for_prediction(&state.shared, after, wait).await;
-        } else if q.wait_ms.is_some() {
+            let since: Vec<PredictionRecord> = state
+                .shared
+                .recent
+                .read()
+                .map(|r| r.iter().filter(|p| p.tick > after).cloned().collect())
+                .unwrap_or_default();
+            let latest = state.shared.latest.read().ok().and_then(|l| l.clone());
+            return Ok(
+                Json(json!({ "predictor": predictor, "latest": latest, "since": since }))
+                    .into_response(),
+            );
+        }
+        if q.wait_ms.is_some() {
             return Err(bad("`wait_ms` needs `after`"));
         }
         let latest = state.shared.latest.read().ok().and_then(|l| l.clone());

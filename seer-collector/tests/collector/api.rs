@@ -353,15 +353,37 @@ async fn predictions_long_poll_answers_with_each_new_tick() {
     for _ in 0..5 {
         let r = get(addr, &format!("/v1/predictions?after={last}&wait_ms=5000")).await;
         assert_eq!(r.status, 200);
-        let t = r.json()["latest"]["tick"].as_u64().unwrap();
+        let v = r.json();
+        let t = v["latest"]["tick"].as_u64().unwrap();
         assert!(t > last, "after={last} answered with tick {t}");
+        // `since` holds every prediction after `last` (none skipped), ending at `latest`.
+        let since: Vec<u64> = v["since"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["tick"].as_u64().unwrap())
+            .collect();
+        assert_eq!(since.last(), Some(&t));
+        assert!(since[0] > last);
+        assert!(since.windows(2).all(|w| w[0] < w[1]), "{since:?}");
         last = t;
     }
-    // Nothing newer within the wait: the latest is returned as it is, for the caller to compare.
-    let far = last + 1_000_000;
+    // A client that fell behind gets what it missed, oldest first, from the recent ones kept.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let v = get(addr, &format!("/v1/predictions?after={last}&wait_ms=0"))
+        .await
+        .json();
+    let since = v["since"].as_array().unwrap();
+    assert!(since.len() >= 2, "{} predictions in 300 ms", since.len());
+    assert!(since.len() <= seer_collector::pipeline::RECENT_PREDICTIONS);
+    assert_eq!(since.last().unwrap()["tick"], v["latest"]["tick"]);
+    // Nothing newer within the wait: the latest is returned as it is, for the caller to
+    // compare, and `since` is empty.
+    let far = v["latest"]["tick"].as_u64().unwrap() + 1_000_000;
     let r = get(addr, &format!("/v1/predictions?after={far}&wait_ms=100")).await;
     assert_eq!(r.status, 200);
     assert!(r.json()["latest"]["tick"].as_u64().unwrap() <= far);
+    assert_eq!(r.json()["since"], serde_json::json!([]));
     // `wait_ms` alone is a mistake, not a silent no-op.
     let r = get(addr, "/v1/predictions?wait_ms=100").await;
     assert_eq!(r.status, 400);
