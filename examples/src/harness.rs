@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -153,6 +153,8 @@ struct Shared {
     /// Each new prediction's collector tick and named (service, resource) pairs, in order, as
     /// they arrive: the actuators follow it.
     named: NamedFeed,
+    /// Predictions an actuator skipped because it fell more than the feed holds behind.
+    lagged: AtomicU64,
     latest: Mutex<Option<PredSet>>,
     active: Mutex<Vec<String>>,
     actuations: Mutex<Vec<Actuation>>,
@@ -545,6 +547,12 @@ fn build_record(
         .collect();
     let preds_map = shared.preds.lock().map(|p| p.clone()).unwrap_or_default();
     let preds = preds_per_tick(&preds_map, rows.len());
+    let lagged = shared.lagged.load(Ordering::Relaxed);
+    if lagged > 0 {
+        shared.note(format!(
+            "actuators fell behind the predictions and skipped {lagged} of them"
+        ));
+    }
     RunRecord {
         scenario: sc.name.clone(),
         mode: opts.mode,
@@ -971,6 +979,7 @@ async fn next_named(
     rx: &mut tokio::sync::broadcast::Receiver<Named>,
     seen: &mut u64,
     wait: Duration,
+    lagged: &AtomicU64,
 ) -> Option<Vec<(String, String)>> {
     use tokio::sync::broadcast::error::RecvError;
     let deadline = tokio::time::Instant::now() + wait;
@@ -980,8 +989,12 @@ async fn next_named(
                 *seen = t;
                 return Some(named);
             }
-            // Already seen, or more than the channel holds went by unread: read on.
-            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+            // Already seen: read on.
+            Ok(Ok(_)) => {}
+            // More than the feed holds went by unread: counted (the run's notes show it).
+            Ok(Err(RecvError::Lagged(n))) => {
+                lagged.fetch_add(n, Ordering::Relaxed);
+            }
             Ok(Err(RecvError::Closed)) | Err(_) => return None,
         }
     }
@@ -1031,7 +1044,7 @@ async fn actuate_workers(
     while !stop.load(Ordering::Relaxed) {
         // Streaks advance once per prediction; the hold and release checks below also run when
         // none came within a tick.
-        if let Some(named) = next_named(&mut rx, &mut seen, stats.tick).await {
+        if let Some(named) = next_named(&mut rx, &mut seen, stats.tick, &shared.lagged).await {
             for s in topo.names() {
                 let hit = named.iter().any(|(n, r)| n == &s && r == "downstream");
                 let e = streak.entry(s.clone()).or_default();
@@ -1140,7 +1153,7 @@ async fn actuate(
     while !stop.load(Ordering::Relaxed) {
         // Streaks advance once per prediction; usage sampling, escalation and release also run
         // when none came within a tick.
-        if let Some(named) = next_named(&mut rx, &mut seen, stats.tick).await {
+        if let Some(named) = next_named(&mut rx, &mut seen, stats.tick, &shared.lagged).await {
             for s in topo.names() {
                 let hit = named.iter().any(|(n, r)| {
                     n == &s && matches!(r.as_str(), "cpu" | "memory" | "unknown" | "")
@@ -1498,31 +1511,48 @@ mod tests {
         let mut seen = 0;
         let wait = Duration::from_millis(20);
         assert_eq!(
-            next_named(&mut rx, &mut seen, wait).await,
+            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
             None,
             "nothing yet"
         );
         shared.named.send((7, vec![("text".into(), "cpu".into())]));
-        let got = next_named(&mut rx, &mut seen, wait).await;
+        let got = next_named(&mut rx, &mut seen, wait, &shared.lagged).await;
         assert_eq!(got, Some(vec![("text".to_string(), "cpu".to_string())]));
         assert_eq!(seen, 7);
         assert_eq!(
-            next_named(&mut rx, &mut seen, wait).await,
+            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
             None,
             "seen once"
         );
         // The same collector tick published again is not a new prediction.
         shared.named.send((7, vec![]));
-        assert_eq!(next_named(&mut rx, &mut seen, wait).await, None);
+        assert_eq!(
+            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
+            None
+        );
         // Two published before the reader turns: both are read, in order.
         shared.named.send((8, vec![]));
         shared.named.send((9, vec![("user".into(), "cpu".into())]));
-        assert_eq!(next_named(&mut rx, &mut seen, wait).await, Some(vec![]));
         assert_eq!(
-            next_named(&mut rx, &mut seen, wait).await,
+            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
+            Some(vec![])
+        );
+        assert_eq!(
+            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
             Some(vec![("user".to_string(), "cpu".to_string())])
         );
         assert_eq!(seen, 9);
+        // A reader that falls more than the feed holds behind skips the oldest, counted.
+        for t in 10..310 {
+            shared.named.send((t, vec![]));
+        }
+        assert!(
+            next_named(&mut rx, &mut seen, wait, &shared.lagged)
+                .await
+                .is_some()
+        );
+        assert_eq!(shared.lagged.load(Ordering::Relaxed), 300 - 256);
+        assert_eq!(seen, 10 + 300 - 256);
     }
 
     fn raise(quota_pct: f64, named_since_raise: u32) -> Raise {
