@@ -884,6 +884,7 @@ async fn poll_predictions(
             Some(t) => format!("{PREDICTIONS_PATH}?after={t}&wait_ms={wait_ms}"),
             None => PREDICTIONS_PATH.to_string(),
         };
+        let asked = Instant::now();
         match client.get(&path).await {
             Ok(v) => {
                 // A long poll's answer carries every prediction after `last` (`since`); the
@@ -901,6 +902,7 @@ async fn poll_predictions(
                     continue;
                 }
                 let tick = stats.tick_now();
+                let before = last;
                 for set in sets {
                     if last.is_some_and(|t| set.tick <= t) {
                         // The wait ran out with nothing newer.
@@ -934,6 +936,13 @@ async fn poll_predictions(
                     if let Ok(mut l) = shared.latest.lock() {
                         *l = Some(set);
                     }
+                }
+                // Nothing new, at once: a collector that does not hold the request (one
+                // without the long poll) is asked once a tick, not in a tight loop.
+                if last == before
+                    && let Some(rest) = stats.tick.checked_sub(asked.elapsed())
+                {
+                    tokio::time::sleep(rest).await;
                 }
             }
             Err(e) => {
