@@ -79,13 +79,12 @@ pub struct Snapshot {
 pub struct Shared {
     /// Latest advice per service.
     pub advice: RwLock<HashMap<String, Advice>>,
-    /// Latest predictions.
-    pub latest: RwLock<Option<PredictionRecord>>,
-    /// The last [`RECENT_PREDICTIONS`] predictions, oldest first, so a client following them
-    /// with `GET /v1/predictions?after=` gets every one even when two ticks are predicted
-    /// between its requests.
+    /// The last [`RECENT_PREDICTIONS`] predictions, oldest first (the latest at the back), so
+    /// a client following them with `GET /v1/predictions?after=` gets every one even when two
+    /// ticks are predicted between its requests.
     pub recent: RwLock<std::collections::VecDeque<PredictionRecord>>,
-    /// Woken (all waiters) whenever `latest` is replaced: `GET /v1/predictions?after=` waits on it.
+    /// Woken (all waiters) whenever a prediction is added to `recent`:
+    /// `GET /v1/predictions?after=` waits on it.
     pub latest_changed: tokio::sync::Notify,
     /// Latest aggregator snapshot.
     pub snapshot: RwLock<Snapshot>,
@@ -97,6 +96,21 @@ pub struct Shared {
     pub predictor: RwLock<String>,
     /// Closed ticks queued for the prediction thread.
     pub frames_queued: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    /// The latest prediction, if any tick has been predicted.
+    pub fn latest_prediction(&self) -> Option<PredictionRecord> {
+        self.recent.read().ok().and_then(|r| r.back().cloned())
+    }
+
+    /// The tick of the latest prediction.
+    pub fn latest_tick(&self) -> Option<u64> {
+        self.recent
+            .read()
+            .ok()
+            .and_then(|r| r.back().map(|p| p.tick))
+    }
 }
 
 /// How many predictions [`Shared::recent`] keeps: 6.4 s at the default 100 ms tick.
@@ -358,9 +372,6 @@ impl PredictSink for BoardSink {
                 r.pop_front();
             }
             r.push_back(record.clone());
-        }
-        if let Ok(mut l) = self.shared.latest.write() {
-            *l = Some(record.clone());
         }
         self.shared.latest_changed.notify_waiters();
         if let Some(w) = &self.writer {

@@ -152,13 +152,16 @@ pub async fn predictions(
         if let Some(after) = q.after {
             let wait = Duration::from_millis(q.wait_ms.unwrap_or(1000).min(MAX_PREDICTION_WAIT_MS));
             wait_for_prediction(&state.shared, after, wait).await;
-            let since: Vec<PredictionRecord> = state
+            // One read, so `latest` is the last of `since` whenever `since` has any.
+            let (since, latest): (Vec<PredictionRecord>, _) = state
                 .shared
                 .recent
                 .read()
-                .map(|r| r.iter().filter(|p| p.tick > after).cloned().collect())
+                .map(|r| {
+                    let since = r.iter().filter(|p| p.tick > after).cloned().collect();
+                    (since, r.back().cloned())
+                })
                 .unwrap_or_default();
-            let latest = state.shared.latest.read().ok().and_then(|l| l.clone());
             return Ok(
                 Json(json!({ "predictor": predictor, "latest": latest, "since": since }))
                     .into_response(),
@@ -167,7 +170,7 @@ pub async fn predictions(
         if q.wait_ms.is_some() {
             return Err(bad("`wait_ms` needs `after`"));
         }
-        let latest = state.shared.latest.read().ok().and_then(|l| l.clone());
+        let latest = state.shared.latest_prediction();
         return Ok(Json(json!({ "predictor": predictor, "latest": latest })).into_response());
     }
     let (from, to, limit) = q.bounds(60_000_000_000)?;
@@ -179,13 +182,7 @@ pub async fn predictions(
 
 /// Waits until the latest prediction is for a tick after `after`, at most `wait`.
 async fn wait_for_prediction(shared: &Shared, after: u64, wait: Duration) {
-    let newer = || {
-        shared
-            .latest
-            .read()
-            .ok()
-            .is_some_and(|l| l.as_ref().is_some_and(|r| r.tick > after))
-    };
+    let newer = || shared.latest_tick().is_some_and(|t| t > after);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         // Registered before the check, so a prediction published in between still wakes us.
