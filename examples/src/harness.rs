@@ -1134,8 +1134,8 @@ async fn actuate_workers(
 }
 
 /// The local actuator: after a culprit short of CPU (or memory) is named for
-/// `actuate_confirm_ticks` ticks in a row, raise its quota by `actuate_extra_pct`; while it stays
-/// named for `actuate_escalate_ticks` more and uses at least 90% of the raised quota, raise it
+/// `actuate_confirm_ticks` predictions in a row, raise its quota by `actuate_extra_pct`; while it
+/// stays named for `actuate_escalate_ticks` more predictions and uses at least 90% of the raised quota, raise it
 /// again (up to `actuate_max_pct` and the machine's cores): the documented action for CPU is to
 /// give the culprit the demand of its co-located hog, which one fixed step may not cover. Hold
 /// at least `actuate_hold_s`, until it has not been named for 2 s, and until the group's CPU use

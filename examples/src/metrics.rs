@@ -4,8 +4,8 @@
 //! - **violation tick**: the client-side windowed percentile (p99 over 1 s) exceeds the target;
 //!   **episode**: a maximal run of violation ticks, gaps shorter than `merge_gap_ticks` merged.
 //! - **named**: a tick where the collector names a culprit (a service flagged `culprit` with
-//!   risk at or above the threshold) that it also named in the [`CONFIRM_TICKS`]` - 1` ticks
-//!   before (the actuator's confirmation; one-tick noise does not count). An **alarm** is a
+//!   risk at or above the threshold) that it also named in the [`CONFIRM_TICKS`]` - 1` distinct
+//!   predictions before (the actuator's confirmation; one-tick noise does not count). An **alarm** is a
 //!   maximal run of named ticks (gaps under 10 ticks merged). It is **true** when it overlaps a fault's window (start to end + 5 s) or
 //!   starts at most `HORIZON_TICKS` before a violation episode; precision is true / all alarms.
 //! - per fault, in its window: the first named tick and service (culprit accuracy: that service

@@ -400,14 +400,15 @@ pub struct ControlSpec {
     pub initial_limit: f64,
     /// `gradient`: tolerance multiplier of the long-term RTT.
     pub gradient_tolerance: f64,
-    /// Actuator: ticks a culprit must be named before it acts.
+    /// Actuator: predictions in a row (one per collector tick) a culprit must be named in before
+    /// it acts.
     pub actuate_confirm_ticks: u32,
     /// Actuator: extra CPU quota given to the culprit, percent of one core.
     pub actuate_extra_pct: f64,
     /// Actuator: minimum hold, seconds.
     pub actuate_hold_s: f64,
-    /// Actuator: ticks a raised culprit may stay named while using at least 90% of its raised
-    /// quota before the quota is raised again by `actuate_extra_pct` (a hog that keeps ramping
+    /// Actuator: predictions a raised culprit may stay named in while using at least 90% of its
+    /// raised quota before the quota is raised again by `actuate_extra_pct` (a hog that keeps ramping
     /// outgrows one raise); 0 never raises twice.
     pub actuate_escalate_ticks: u32,
     /// Actuator: the highest quota it sets, percent of one core (capped at the machine's cores).
