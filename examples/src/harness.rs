@@ -981,22 +981,34 @@ fn should_escalate(r: &Raise, rate_cores: f64, escalate_ticks: u32, max_pct: f64
         && r.quota_pct < max_pct
 }
 
-/// Waits at most `wait` for a prediction newer than `seen` (a collector tick); its named
-/// (service, resource) pairs, or `None` when none came. Actuators count confirmations in
-/// predictions, not in their own loop turns, so a late prediction is never counted twice.
+/// Waits at most `wait` for a prediction newer than `seen` (a collector tick), then takes every
+/// other one already queued, without waiting: the named (service, resource) pairs of each, oldest
+/// first, or none when none came. Actuators count confirmations in predictions, not in their own
+/// loop turns, so a late prediction is never counted twice, and a turn slowed by an admin call
+/// leaves no backlog behind it to be acted on late.
 async fn next_named(
     rx: &mut tokio::sync::broadcast::Receiver<Named>,
-    seen: &mut u64,
+    seen: &mut Option<u64>,
     wait: Duration,
     lagged: &AtomicU64,
-) -> Option<Vec<(String, String)>> {
-    use tokio::sync::broadcast::error::RecvError;
+) -> Vec<Vec<(String, String)>> {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    // Whether tick `t` is newer than any taken; if so it is taken.
+    let mut fresh = |t: u64| {
+        let new = seen.is_none_or(|s| t > s);
+        if new {
+            *seen = Some(t);
+        }
+        new
+    };
+    let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
+    // The first: waited for.
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Ok((t, named))) if t > *seen => {
-                *seen = t;
-                return Some(named);
+            Ok(Ok((t, named))) if fresh(t) => {
+                out.push(named);
+                break;
             }
             // Already seen: read on.
             Ok(Ok(_)) => {}
@@ -1004,8 +1016,58 @@ async fn next_named(
             Ok(Err(RecvError::Lagged(n))) => {
                 lagged.fetch_add(n, Ordering::Relaxed);
             }
-            Ok(Err(RecvError::Closed)) | Err(_) => return None,
+            Ok(Err(RecvError::Closed)) | Err(_) => return out,
         }
+    }
+    // The rest: only what is already queued.
+    loop {
+        match rx.try_recv() {
+            Ok((t, named)) if fresh(t) => out.push(named),
+            Ok(_) => {}
+            Err(TryRecvError::Lagged(n)) => {
+                lagged.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return out,
+        }
+    }
+}
+
+/// Per service, how many predictions in a row named it, as an actuator counts confirmations.
+#[derive(Debug, Default)]
+struct Streaks {
+    by_service: BTreeMap<String, u32>,
+    /// Loop turns in a row in which no prediction came.
+    quiet_turns: usize,
+}
+
+impl Streaks {
+    /// Counts one prediction: `hit` says whether it named a service.
+    fn advance(&mut self, services: &[String], hit: impl Fn(&str) -> bool) {
+        self.quiet_turns = 0;
+        for s in services {
+            let e = self.by_service.entry(s.clone()).or_default();
+            *e = if hit(s) { *e + 1 } else { 0 };
+        }
+    }
+
+    /// Counts a loop turn (about a tick) in which no prediction came. After
+    /// [`PRED_FRESH_TICKS`] of them every streak is broken, as the metrics break a run of
+    /// confirmations on a tick without a prediction; true when that happened now.
+    fn quiet(&mut self) -> bool {
+        self.quiet_turns += 1;
+        if self.quiet_turns != PRED_FRESH_TICKS {
+            return false;
+        }
+        self.by_service.values_mut().for_each(|n| *n = 0);
+        true
+    }
+
+    /// The services named in at least `n` predictions in a row.
+    fn confirmed(&self, n: u32) -> impl Iterator<Item = &String> {
+        self.by_service
+            .iter()
+            .filter(move |(_, c)| **c >= n)
+            .map(|(s, _)| s)
     }
 }
 
@@ -1026,8 +1088,8 @@ fn extra_workers(pool: usize, factor: f64) -> usize {
 
 /// The workers actuator: after a culprit named short of a downstream dependency (resource
 /// `downstream`: its requests wait on a slow backend while holding their worker, so more CPU
-/// does not help, more workers do) is named for `actuate_confirm_ticks` ticks in a row, give it
-/// `actuate_workers_factor` times its worker pool. Hold at least `actuate_hold_s`, until it has
+/// does not help, more workers do) is named in `actuate_confirm_ticks` predictions in a row,
+/// give it `actuate_workers_factor` times its worker pool. Hold at least `actuate_hold_s`, until it has
 /// not been named for 2 s and its busy workers have fit in its own pool for 2 s (the backend is
 /// fast again), then restore. It is the only writer of the workers knob.
 async fn actuate_workers(
@@ -1046,29 +1108,31 @@ async fn actuate_workers(
         .iter()
         .map(|(s, a)| (s.clone(), JsonClient::new(&format!("http://{a}"))))
         .collect();
-    let mut streak: BTreeMap<String, u32> = BTreeMap::new();
+    let services = topo.names();
+    let mut streaks = Streaks::default();
     let mut raised: BTreeMap<String, WorkersRaise> = BTreeMap::new();
     let mut rx = shared.named.subscribe();
-    let mut seen = 0;
+    let mut seen = None;
     while !stop.load(Ordering::Relaxed) {
-        // Streaks advance once per prediction; the hold and release checks below also run when
-        // none came within a tick.
-        if let Some(named) = next_named(&mut rx, &mut seen, stats.tick, &shared.lagged).await {
-            for s in topo.names() {
-                let hit = named.iter().any(|(n, r)| n == &s && r == "downstream");
-                let e = streak.entry(s.clone()).or_default();
-                *e = if hit { *e + 1 } else { 0 };
-                if hit && let Some(r) = raised.get_mut(&s) {
-                    r.last_named = Instant::now();
-                }
+        // Streaks advance once per prediction, every one in order; the hold and release checks
+        // below also run when none came within a tick.
+        let preds = next_named(&mut rx, &mut seen, stats.tick, &shared.lagged).await;
+        if preds.is_empty() {
+            streaks.quiet();
+        }
+        for named in &preds {
+            let hit = |s: &str| named.iter().any(|(n, r)| n == s && r == "downstream");
+            streaks.advance(&services, hit);
+            for (_, r) in raised.iter_mut().filter(|(s, _)| hit(s)) {
+                r.last_named = Instant::now();
             }
         }
         let now_s = stats.origin.elapsed().as_secs_f64();
-        for (s, n) in &streak {
+        for s in streaks.confirmed(c.actuate_confirm_ticks) {
             let (Some(spec), Some(admin)) = (topo.service(s), admins.get(s)) else {
                 continue;
             };
-            if *n < c.actuate_confirm_ticks || raised.contains_key(s) {
+            if raised.contains_key(s) {
                 continue;
             }
             let extra = extra_workers(spec.pool, c.actuate_workers_factor);
@@ -1151,37 +1215,41 @@ async fn actuate(
     stop: Arc<AtomicBool>,
 ) {
     let c = &sc.control;
-    let mut streak: BTreeMap<String, u32> = BTreeMap::new();
+    let services = topo.names();
+    let mut streaks = Streaks::default();
     let mut raised: BTreeMap<String, Raise> = BTreeMap::new();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let max_pct = c.actuate_max_pct.min(100.0 * cores as f64);
     // Per raised group: the CPU-use samples of the last second, and since when use has been low.
     let mut usage: BTreeMap<String, UsageTrack> = BTreeMap::new();
     let mut rx = shared.named.subscribe();
-    let mut seen = 0;
+    let mut seen = None;
     while !stop.load(Ordering::Relaxed) {
-        // Streaks advance once per prediction; usage sampling, escalation and release also run
-        // when none came within a tick.
-        if let Some(named) = next_named(&mut rx, &mut seen, stats.tick, &shared.lagged).await {
-            for s in topo.names() {
-                let hit = named.iter().any(|(n, r)| {
-                    n == &s && matches!(r.as_str(), "cpu" | "memory" | "unknown" | "")
-                });
-                let e = streak.entry(s.clone()).or_default();
-                *e = if hit { *e + 1 } else { 0 };
-                if let Some(r) = raised.get_mut(&s) {
-                    if hit {
-                        r.last_named = Instant::now();
-                        r.named_since_raise += 1;
-                    } else {
-                        r.named_since_raise = 0;
-                    }
+        // Streaks advance once per prediction, every one in order; usage sampling, escalation
+        // and release also run when none came within a tick.
+        let preds = next_named(&mut rx, &mut seen, stats.tick, &shared.lagged).await;
+        if preds.is_empty() && streaks.quiet() {
+            raised.values_mut().for_each(|r| r.named_since_raise = 0);
+        }
+        for named in &preds {
+            let hit = |s: &str| {
+                named
+                    .iter()
+                    .any(|(n, r)| n == s && matches!(r.as_str(), "cpu" | "memory" | "unknown" | ""))
+            };
+            streaks.advance(&services, hit);
+            for (s, r) in &mut raised {
+                if hit(s) {
+                    r.last_named = Instant::now();
+                    r.named_since_raise += 1;
+                } else {
+                    r.named_since_raise = 0;
                 }
             }
         }
         let now_s = stats.origin.elapsed().as_secs_f64();
-        for (s, n) in &streak {
-            if *n >= c.actuate_confirm_ticks && !raised.contains_key(s) {
+        for s in streaks.confirmed(c.actuate_confirm_ticks) {
+            if !raised.contains_key(s) {
                 let base = topo.service(s).map_or(20.0, |x| x.quota_pct);
                 let q = (base + c.actuate_extra_pct).min(max_pct);
                 if cg.set_quota(s, q).is_ok()
@@ -1514,54 +1582,85 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn next_named_waits_for_a_newer_prediction() {
+    async fn next_named_waits_for_a_newer_prediction_and_takes_the_queued_ones() {
         let shared = Shared::default();
         let mut rx = shared.named.subscribe();
-        let mut seen = 0;
+        let mut seen = None;
         let wait = Duration::from_millis(20);
-        assert_eq!(
-            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
-            None,
-            "nothing yet"
-        );
-        shared.named.send((7, vec![("text".into(), "cpu".into())]));
-        let got = next_named(&mut rx, &mut seen, wait, &shared.lagged).await;
-        assert_eq!(got, Some(vec![("text".to_string(), "cpu".to_string())]));
-        assert_eq!(seen, 7);
-        assert_eq!(
-            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
-            None,
-            "seen once"
-        );
-        // The same collector tick published again is not a new prediction.
-        shared.named.send((7, vec![]));
-        assert_eq!(
-            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
-            None
-        );
-        // Two published before the reader turns: both are read, in order.
-        shared.named.send((8, vec![]));
-        shared.named.send((9, vec![("user".into(), "cpu".into())]));
-        assert_eq!(
-            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
-            Some(vec![])
-        );
-        assert_eq!(
-            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
-            Some(vec![("user".to_string(), "cpu".to_string())])
-        );
-        assert_eq!(seen, 9);
-        // A reader that falls more than the feed holds behind skips the oldest, counted.
-        for t in 10..310 {
-            shared.named.send((t, vec![]));
-        }
+        let named = |s: &str| vec![(s.to_string(), "cpu".to_string())];
         assert!(
             next_named(&mut rx, &mut seen, wait, &shared.lagged)
                 .await
-                .is_some()
+                .is_empty(),
+            "nothing yet"
         );
+        // Tick 0 is a prediction like any other.
+        shared.named.send((0, named("text")));
+        let got = next_named(&mut rx, &mut seen, wait, &shared.lagged).await;
+        assert_eq!(got, [named("text")]);
+        assert_eq!(seen, Some(0));
+        assert!(
+            next_named(&mut rx, &mut seen, wait, &shared.lagged)
+                .await
+                .is_empty(),
+            "seen once"
+        );
+        // The same collector tick published again is not a new prediction.
+        shared.named.send((0, vec![]));
+        assert!(
+            next_named(&mut rx, &mut seen, wait, &shared.lagged)
+                .await
+                .is_empty()
+        );
+        // Three published before the reader turns (a slow turn): all taken in one turn, in
+        // order, the repeated tick once.
+        shared.named.send((8, vec![]));
+        shared.named.send((9, named("user")));
+        shared.named.send((9, named("user")));
+        shared.named.send((10, named("media")));
+        assert_eq!(
+            next_named(&mut rx, &mut seen, wait, &shared.lagged).await,
+            [vec![], named("user"), named("media")]
+        );
+        assert_eq!(seen, Some(10));
+        // A reader that falls more than the feed holds behind skips the oldest, counted.
+        for t in 11..311 {
+            shared.named.send((t, vec![]));
+        }
+        let got = next_named(&mut rx, &mut seen, wait, &shared.lagged).await;
+        assert_eq!(got.len(), 256);
         assert_eq!(shared.lagged.load(Ordering::Relaxed), 300 - 256);
-        assert_eq!(seen, 10 + 300 - 256);
+        assert_eq!(seen, Some(310));
+    }
+
+    #[test]
+    fn streaks_count_predictions_in_a_row_and_break_when_predictions_stop() {
+        let services = ["a".to_string(), "b".to_string()];
+        let mut st = Streaks::default();
+        let confirmed = |st: &Streaks, n| st.confirmed(n).cloned().collect::<Vec<_>>();
+        for _ in 0..3 {
+            st.advance(&services, |s| s == "a");
+        }
+        assert_eq!(confirmed(&st, 3), ["a"]);
+        // A prediction that does not name it breaks the run.
+        st.advance(&services, |s| s == "b");
+        assert!(confirmed(&st, 2).is_empty());
+        assert_eq!(confirmed(&st, 1), ["b"]);
+        // Turns without a prediction: the streak holds for a few, then breaks.
+        st.advance(&services, |s| s == "b");
+        for _ in 1..PRED_FRESH_TICKS {
+            assert!(!st.quiet());
+        }
+        assert_eq!(confirmed(&st, 2), ["b"]);
+        assert!(st.quiet(), "the streaks break now");
+        assert!(confirmed(&st, 1).is_empty());
+        assert!(!st.quiet(), "and once");
+        // A prediction starts the count of quiet turns again.
+        st.advance(&services, |s| s == "a");
+        for _ in 1..PRED_FRESH_TICKS {
+            assert!(!st.quiet());
+        }
+        assert_eq!(confirmed(&st, 1), ["a"]);
     }
 
     fn raise(quota_pct: f64, named_since_raise: u32) -> Raise {
