@@ -56,6 +56,8 @@ pub mod names {
     pub const TICKS: &str = "seer_ticks_total";
     /// QoS violation ticks.
     pub const VIOLATION_TICKS: &str = "seer_violation_ticks_total";
+    /// Prediction long polls waiting now (each holds a connection).
+    pub const PREDICTION_POLLS: &str = "seer_prediction_polls_waiting";
 }
 
 /// Where a dropped item was dropped.
@@ -114,6 +116,16 @@ const PHASES: [&str; 3] = ["start", "change", "end"];
 const WEBHOOK_RESULTS: [&str; 3] = ["ok", "retry", "failed"];
 const QUEUES: [&str; 3] = ["store", "aggregate", "predict"];
 
+/// A prediction long poll counted as waiting; see [`Metrics::poll_waiting`].
+#[derive(Debug)]
+pub struct PollWaiting<'a>(&'a Metrics);
+
+impl Drop for PollWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.polls_waiting.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Every counter and gauge of the collector. Cheap to share (`Arc<Metrics>`); all updates are
 /// relaxed atomics.
 #[derive(Debug, Default)]
@@ -141,6 +153,7 @@ pub struct Metrics {
     services: AtomicU64,
     ticks: AtomicU64,
     violation_ticks: AtomicU64,
+    polls_waiting: AtomicU64,
     counters: std::sync::Mutex<Vec<(String, bool)>>,
 }
 
@@ -179,6 +192,18 @@ impl Metrics {
     /// Ticks closed so far.
     pub fn ticks(&self) -> u64 {
         self.ticks.load(Relaxed)
+    }
+
+    /// Prediction long polls waiting now.
+    pub fn prediction_polls_waiting(&self) -> u64 {
+        self.polls_waiting.load(Relaxed)
+    }
+
+    /// Counts a prediction long poll as waiting until the guard drops (also when its request
+    /// is cancelled mid-wait).
+    pub fn poll_waiting(&self) -> PollWaiting<'_> {
+        self.polls_waiting.fetch_add(1, Relaxed);
+        PollWaiting(self)
     }
 
     /// Renders the Prometheus text exposition format.
@@ -419,6 +444,16 @@ impl Metrics {
             "{} {}",
             names::VIOLATION_TICKS,
             self.violation_ticks.load(Relaxed)
+        ));
+        w(head(
+            names::PREDICTION_POLLS,
+            "gauge",
+            "Prediction long polls waiting now; each holds one of the connections.",
+        ));
+        w(format!(
+            "{} {}",
+            names::PREDICTION_POLLS,
+            self.polls_waiting.load(Relaxed)
         ));
         w(head(
             names::COUNTER_SUPPORTED,

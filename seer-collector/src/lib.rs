@@ -306,6 +306,7 @@ impl Collector {
             );
         }
 
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState {
             cfg: Arc::clone(&cfg),
             metrics: Arc::clone(&metrics),
@@ -317,6 +318,7 @@ impl Collector {
             targets,
             forward,
             node,
+            shutdown: shutdown_rx.clone(),
         };
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -326,7 +328,6 @@ impl Collector {
             })?;
         let addr = listener.local_addr()?;
         let app = serve::router(state.clone());
-        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(serve::serve(
             listener,
             app,

@@ -104,6 +104,18 @@ impl Shared {
         self.recent.read().ok().and_then(|r| r.back().cloned())
     }
 
+    /// Adds `record` as the latest prediction (the oldest of [`RECENT_PREDICTIONS`] goes) and
+    /// wakes everyone waiting for one.
+    pub fn publish_prediction(&self, record: PredictionRecord) {
+        if let Ok(mut r) = self.recent.write() {
+            while r.len() >= RECENT_PREDICTIONS {
+                r.pop_front();
+            }
+            r.push_back(record);
+        }
+        self.latest_changed.notify_waiters();
+    }
+
     /// The tick of the latest prediction.
     pub fn latest_tick(&self) -> Option<u64> {
         self.recent
@@ -142,6 +154,9 @@ pub struct AppState {
     pub forward: Option<Arc<crate::agent::Forwarder>>,
     /// This node's name.
     pub node: Arc<str>,
+    /// Turns true when the collector begins to shut down; handlers that wait (the predictions
+    /// long poll) stop waiting.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -367,13 +382,7 @@ impl PredictSink for BoardSink {
                 m.insert(a.service.clone(), a.clone());
             }
         }
-        if let Ok(mut r) = self.shared.recent.write() {
-            if r.len() >= RECENT_PREDICTIONS {
-                r.pop_front();
-            }
-            r.push_back(record.clone());
-        }
-        self.shared.latest_changed.notify_waiters();
+        self.shared.publish_prediction(record.clone());
         if let Some(w) = &self.writer {
             w.record(Record::Prediction(Box::new(record.clone())));
         }
@@ -407,4 +416,49 @@ impl PredictSink for BoardSink {
 /// Marks the pipeline ready or not.
 pub fn set_ready(shared: &Shared, ready: bool) {
     shared.ready.store(ready, Ordering::Release);
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::predict::Mode;
+
+    /// A prediction for `tick` with no services.
+
+    pub(crate) fn record(tick: u64) -> PredictionRecord {
+        PredictionRecord {
+            tick,
+            tick_start_unix_ns: tick * 100_000_000,
+            predictor: "t".into(),
+            mode: Mode::Fallback,
+            model_version: 0,
+            global_risk: 0.0,
+            culprit: None,
+            resource: None,
+            services: Vec::new(),
+            precision: None,
+            recall: None,
+            violation: false,
+            latency_us: 0,
+        }
+    }
+
+    #[test]
+    fn the_recent_predictions_keep_the_newest_in_order() {
+        let shared = Shared::default();
+        assert_eq!(shared.latest_tick(), None);
+        let n = RECENT_PREDICTIONS as u64 + 5;
+        for t in 0..n {
+            shared.publish_prediction(record(t));
+            assert_eq!(shared.latest_tick(), Some(t));
+        }
+        let ticks: Vec<u64> = shared
+            .recent
+            .read()
+            .map(|r| r.iter().map(|p| p.tick).collect())
+            .unwrap_or_default();
+        let want: Vec<u64> = (n - RECENT_PREDICTIONS as u64..n).collect();
+        assert_eq!(ticks, want, "the oldest 5 went, the rest in order");
+        assert_eq!(shared.latest_prediction().map(|p| p.tick), Some(n - 1));
+    }
 }

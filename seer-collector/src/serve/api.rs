@@ -138,6 +138,9 @@ pub const MAX_PREDICTION_WAIT_MS: u64 = 10_000;
 /// wait ran out. A client that follows the predictions this way sees each one once, as soon as
 /// it is made, instead of sampling on its own clock (which reads some predictions twice and
 /// misses others) or reading only the latest (which misses one when two ticks close together).
+/// A waiting poll holds one of the `max_connections` connections (no thread, no task beyond
+/// its connection's) and ends early when the collector shuts down. `after` and `wait_ms` do not
+/// go with `from`/`to`.
 pub async fn predictions(
     State(state): State<AppState>,
     Query(q): Query<Range>,
@@ -148,10 +151,17 @@ pub async fn predictions(
         .read()
         .map(|p| p.clone())
         .unwrap_or_default();
-    if q.from.is_none() && q.to.is_none() {
+    let ranged = q.from.is_some() || q.to.is_some();
+    if ranged && (q.after.is_some() || q.wait_ms.is_some()) {
+        return Err(bad("`after` and `wait_ms` do not go with `from` or `to`"));
+    }
+    if !ranged {
         if let Some(after) = q.after {
             let wait = Duration::from_millis(q.wait_ms.unwrap_or(1000).min(MAX_PREDICTION_WAIT_MS));
-            wait_for_prediction(&state.shared, after, wait).await;
+            {
+                let _waiting = state.metrics.poll_waiting();
+                wait_for_prediction(&state.shared, state.shutdown.clone(), after, wait).await;
+            }
             // One read, so `latest` is the last of `since` whenever `since` has any.
             let (since, latest): (Vec<PredictionRecord>, _) = state
                 .shared
@@ -180,10 +190,21 @@ pub async fn predictions(
     Ok(Json(json!({ "predictor": predictor, "predictions": recs })).into_response())
 }
 
-/// Waits until the latest prediction is for a tick after `after`, at most `wait`.
-async fn wait_for_prediction(shared: &Shared, after: u64, wait: Duration) {
+/// Waits until the latest prediction is for a tick after `after`, at most `wait`, and no longer
+/// than until the collector begins to shut down (so a waiting poll never holds up the drain of
+/// open connections).
+async fn wait_for_prediction(
+    shared: &Shared,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    after: u64,
+    wait: Duration,
+) {
     let newer = || shared.latest_tick().is_some_and(|t| t > after);
     let deadline = tokio::time::Instant::now() + wait;
+    let stopping = async move {
+        let _ = shutdown.wait_for(|v| *v).await;
+    };
+    tokio::pin!(stopping);
     loop {
         // Registered before the check, so a prediction published in between still wakes us.
         let notified = shared.latest_changed.notified();
@@ -192,8 +213,10 @@ async fn wait_for_prediction(shared: &Shared, after: u64, wait: Duration) {
         if newer() {
             return;
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return;
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => return,
+            () = &mut stopping => return,
         }
     }
 }
@@ -502,5 +525,42 @@ mod tests {
         assert!(parse_trace_id("00000000000000000000000000000000").is_none());
         assert!(parse_trace_id("0123").is_none());
         assert!(parse_trace_id("zz23456789abcdef0123456789abcdef").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_poll_ends_with_a_new_prediction_or_at_shutdown() {
+        let shared = std::sync::Arc::new(Shared::default());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let hour = Duration::from_secs(3600);
+        // A guard far beyond anything these waits should take; only a wait that ignores its
+        // wake-up would reach it.
+        let guard = Duration::from_secs(60);
+        let record = crate::pipeline::tests::record;
+        shared.publish_prediction(record(3));
+        // Already newer: no wait.
+        let done = tokio::time::timeout(
+            guard,
+            wait_for_prediction(&shared, stop_rx.clone(), 2, hour),
+        );
+        assert!(done.await.is_ok());
+        // A new prediction wakes it.
+        let waiter = {
+            let (shared, rx) = (std::sync::Arc::clone(&shared), stop_rx.clone());
+            tokio::spawn(async move { wait_for_prediction(&shared, rx, 3, hour).await })
+        };
+        tokio::task::yield_now().await;
+        shared.publish_prediction(record(4));
+        assert!(tokio::time::timeout(guard, waiter).await.is_ok());
+        // Shutdown ends a wait with nothing new.
+        let waiter = {
+            let (shared, rx) = (std::sync::Arc::clone(&shared), stop_rx.clone());
+            tokio::spawn(async move { wait_for_prediction(&shared, rx, 4, hour).await })
+        };
+        tokio::task::yield_now().await;
+        let _ = stop_tx.send(true);
+        assert!(tokio::time::timeout(guard, waiter).await.is_ok());
+        // And one that begins after shutdown does not wait at all.
+        let done = tokio::time::timeout(guard, wait_for_prediction(&shared, stop_rx, 4, hour));
+        assert!(done.await.is_ok());
     }
 }

@@ -364,19 +364,37 @@ async fn predictions_long_poll_answers_with_each_new_tick() {
             .map(|p| p["tick"].as_u64().unwrap())
             .collect();
         assert_eq!(since.last(), Some(&t));
-        assert!(since[0] > last);
-        assert!(since.windows(2).all(|w| w[0] < w[1]), "{since:?}");
+        // Every tick is predicted, so following `since` from answer to answer sees each one.
+        assert_eq!(since[0], last + 1, "a prediction skipped");
+        assert!(since.windows(2).all(|w| w[1] == w[0] + 1), "{since:?}");
         last = t;
     }
     // A client that fell behind gets what it missed, oldest first, from the recent ones kept.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let v = get(addr, &format!("/v1/predictions?after={last}&wait_ms=0"))
-        .await
-        .json();
-    let since = v["since"].as_array().unwrap();
-    assert!(since.len() >= 2, "{} predictions in 300 ms", since.len());
-    assert!(since.len() <= seer_collector::pipeline::RECENT_PREDICTIONS);
-    assert_eq!(since.last().unwrap()["tick"], v["latest"]["tick"]);
+    let behind = last;
+    assert!(
+        eventually(20, || async {
+            let v = get(addr, &format!("/v1/predictions?after={behind}&wait_ms=0"))
+                .await
+                .json();
+            let ticks: Vec<u64> = v["since"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["tick"].as_u64().unwrap())
+                .collect();
+            assert!(ticks.len() <= seer_collector::pipeline::RECENT_PREDICTIONS);
+            assert!(ticks.iter().all(|t| *t > behind));
+            assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
+            assert_eq!(
+                ticks.last().copied(),
+                v["latest"]["tick"].as_u64().filter(|_| !ticks.is_empty())
+            );
+            ticks.len() >= 2
+        })
+        .await,
+        "a client two ticks behind was not given both"
+    );
+    let v = get(addr, "/v1/predictions").await.json();
     // Nothing newer within the wait: the latest is returned as it is, for the caller to
     // compare, and `since` is empty.
     let far = v["latest"]["tick"].as_u64().unwrap() + 1_000_000;
@@ -384,9 +402,28 @@ async fn predictions_long_poll_answers_with_each_new_tick() {
     assert_eq!(r.status, 200);
     assert!(r.json()["latest"]["tick"].as_u64().unwrap() <= far);
     assert_eq!(r.json()["since"], serde_json::json!([]));
-    // `wait_ms` alone is a mistake, not a silent no-op.
+    // `wait_ms` alone is a mistake, not a silent no-op; so is a long poll over a range.
     let r = get(addr, "/v1/predictions?wait_ms=100").await;
     assert_eq!(r.status, 400);
     assert!(r.json()["error"].as_str().unwrap().contains("after"));
+    let r = get(addr, "/v1/predictions?after=1&from=-1s").await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("from"));
     feeder.abort();
+    // A poll still waiting when the collector shuts down is answered, and does not hold the
+    // shutdown for its whole wait.
+    let waiting = tokio::spawn(async move {
+        get(addr, &format!("/v1/predictions?after={far}&wait_ms=10000")).await
+    });
+    assert!(
+        eventually(20, || async {
+            h.running.metrics().prediction_polls_waiting() == 1
+        })
+        .await,
+        "the poll never began to wait"
+    );
+    h.running.shutdown().await.unwrap();
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["since"], serde_json::json!([]));
 }
