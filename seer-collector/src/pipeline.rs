@@ -424,7 +424,6 @@ pub(crate) mod tests {
     use crate::predict::Mode;
 
     /// A prediction for `tick` with no services.
-
     pub(crate) fn record(tick: u64) -> PredictionRecord {
         PredictionRecord {
             tick,
