@@ -889,15 +889,19 @@ async fn poll_predictions(
             Ok(v) => {
                 // A long poll's answer carries every prediction after `last` (`since`); the
                 // first request, and older collectors, only the latest.
-                let sets: Vec<PredSet> = match v.get("since").and_then(|s| s.as_array()) {
-                    Some(a) => a.iter().filter_map(parse_predictions).collect(),
-                    None => parse_predictions(&v).into_iter().collect(),
-                };
+                let (offered, sets): (usize, Vec<PredSet>) =
+                    match v.get("since").and_then(|s| s.as_array()) {
+                        Some(a) => (a.len(), a.iter().filter_map(parse_predictions).collect()),
+                        // `latest` is null until the first tick has been predicted.
+                        None => (
+                            usize::from(v.get("latest").is_some_and(|l| !l.is_null())),
+                            parse_predictions(&v).into_iter().collect(),
+                        ),
+                    };
+                if sets.len() < offered {
+                    shared.note("could not read some of /v1/predictions (unknown shape)");
+                }
                 if sets.is_empty() && last.is_none() {
-                    // `latest` is null until the first tick has been predicted.
-                    if v.get("latest").is_some_and(|l| !l.is_null()) {
-                        shared.note("could not read /v1/predictions (unknown shape)");
-                    }
                     tokio::time::sleep(stats.tick).await;
                     continue;
                 }

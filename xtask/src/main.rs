@@ -29,7 +29,8 @@ enum Cmd {
     ///
     /// A LIBTORCH set in the environment (e.g. a CUDA build for GPU training) is used as is.
     Setup,
-    /// The test gate CI runs: setup, fmt, clippy, the dependency fence, every test and doctest.
+    /// The test gate CI runs: setup, fmt, clippy, rustdoc, the dependency fence, every test and
+    /// doctest.
     Test,
     /// Run the benchmarks and write target/seer-bench/summary.json.
     Bench {
@@ -59,7 +60,7 @@ enum Cmd {
         /// Seed (the scenario's by default).
         #[arg(long)]
         seed: Option<u64>,
-        /// Output folder (default: target/seer-eval/<scenario>-<mode>-<seed>-<time>).
+        /// Output folder (default: target/seer-eval/SCENARIO-MODE-SEED-TIME).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Reuse an earlier `off` run (the `run.json` in its `off` folder) of the

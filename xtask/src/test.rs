@@ -23,6 +23,13 @@ pub(crate) fn run() -> Result<()> {
             .args(["--", "-D", "warnings"]),
     )?;
     run_step(
+        "rustdoc (broken links and markup are errors)",
+        cargo()
+            .env("LIBTORCH", &libtorch)
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .args(["doc", "--workspace", "--all-features", "--no-deps"]),
+    )?;
+    run_step(
         "tests (unit, integration, doctests)",
         cargo().env("LIBTORCH", &libtorch).args([
             "test",

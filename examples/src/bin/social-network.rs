@@ -41,7 +41,7 @@ enum Cmd {
         /// Seed (the scenario's by default).
         #[arg(long)]
         seed: Option<u64>,
-        /// Output folder (default: seer-runs/<scenario>-<mode>-<seed>).
+        /// Output folder (default: seer-runs/SCENARIO-MODE-SEED).
         #[arg(long)]
         out: Option<PathBuf>,
         /// The seer-collector binary (no predictions without it).

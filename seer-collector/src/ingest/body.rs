@@ -1,7 +1,7 @@
 //! Reading request bodies under a size limit and a memory budget, with gzip.
 //!
 //! The limit applies to the decompressed size, so a gzip bomb stops at `limit + 1` bytes of
-//! output; every byte read or inflated is reserved against the shared [`Budget`] first.
+//! output; every byte read or inflated is reserved against the shared [`Budget`](super::budget::Budget) first.
 
 use std::io::Read;
 
