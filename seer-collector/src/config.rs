@@ -167,7 +167,8 @@ pub struct Config {
 #[serde(rename_all = "kebab-case")]
 pub enum PredictorKind {
     /// seer-model's CNN+LSTM (feature `model`), with the reactive rule answering until the model
-    /// has earned its place and whenever its recent precision falls below the floor; while the
+    /// has earned its place and whenever its recent precision (or, once enough violations have
+    /// matured, its recall) falls below the floor; while the
     /// model predicts, each service's risk is the higher of the two (the rule's hard-evidence
     /// terms catch a step fault a tick or two before the model's window shows it). Its
     /// checkpoint is kept at `<data_dir>/model.ckpt`.

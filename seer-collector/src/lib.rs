@@ -78,7 +78,10 @@ pub fn default_predictor(cfg: &Config) -> Box<dyn Predictor> {
     match cfg.predictor {
         #[cfg(feature = "model")]
         config::PredictorKind::Model | config::PredictorKind::ModelOnly => {
+            // The model's online precision and recall judge the alarms that are served: at the
+            // advice threshold (clamped as the advice clamps it).
             let model = seer_model::ModelConfig::default()
+                .with_threshold(cfg.advice.threshold.clamp(0.01, 0.99))
                 .with_threads(cfg.model_threads)
                 .with_checkpoint(cfg.data_dir.join("model.ckpt"));
             match predict::ModelPredictor::new(model) {
@@ -202,7 +205,17 @@ impl Collector {
         let (agg_tx, agg_rx) = crossbeam::channel::bounded::<AggMsg>(4096);
         let targets: hw::TargetMap = Arc::new(Mutex::new(Default::default()));
         if !agent {
-            let predictor = predictor.unwrap_or_else(|| default_predictor(&cfg));
+            let predictor = match predictor {
+                Some(p) => p,
+                // Building the model waits for its thread (network, checkpoint load): not on an
+                // async worker.
+                None => {
+                    let c = Arc::clone(&cfg);
+                    tokio::task::spawn_blocking(move || default_predictor(&c))
+                        .await
+                        .map_err(|e| StartError::Io(std::io::Error::other(e)))?
+                }
+            };
             if let Ok(mut p) = shared.predictor.write() {
                 *p = predictor.name().to_owned();
             }

@@ -173,7 +173,13 @@ pub(crate) fn load(
             header.schema, schema
         )));
     }
-    if header.normaliser.stats.len() != schema.features.len() {
+    if header.normaliser.stats.len() != schema.features.len()
+        || header
+            .normaliser
+            .own
+            .values()
+            .any(|o| o.mean.len() != schema.features.len())
+    {
         return Err(corrupt("normaliser does not match the feature set"));
     }
     let vars = sorted_variables(vs);
@@ -208,4 +214,42 @@ pub(crate) fn load(
         version: header.version,
         normaliser: header.normaliser,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::OwnBaseline;
+
+    fn store() -> VarStore {
+        let vs = VarStore::new(tch::Device::Cpu);
+        let _ = vs.root().zeros("w", &[2]);
+        vs
+    }
+
+    #[test]
+    fn a_normaliser_that_does_not_fit_the_features_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.ckpt");
+        let schema = Schema {
+            features: vec!["a".into(), "b".into()],
+            window: 4,
+            horizon: 2,
+            shape: [1, 1, 1, 1],
+        };
+        let mut norm = Normaliser::new(2);
+        let baseline = |len| OwnBaseline {
+            mean: vec![0.0; len],
+            n: 1,
+            last_tick: 0,
+        };
+        norm.own.insert("svc".into(), baseline(2));
+        save(&path, &schema, 1, &norm, &store()).expect("save");
+        assert_eq!(load(&path, &schema, &mut store()).expect("fits").version, 1);
+        // One service's own baseline one feature short: refused, not indexed out of bounds later.
+        norm.own.insert("other".into(), baseline(1));
+        save(&path, &schema, 2, &norm, &store()).expect("save");
+        let err = load(&path, &schema, &mut store()).expect_err("refused");
+        assert!(matches!(err, ModelError::CheckpointCorrupt { .. }), "{err}");
+    }
 }

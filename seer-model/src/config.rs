@@ -40,7 +40,7 @@ pub const DEFAULT_FEATURES: &[&str] = &[
 /// | `min_train_steps` | 300 | steps before the model may leave learning mode |
 /// | `min_positives` | 50 | matured violation ticks scored before leaving learning mode |
 /// | `precision_floor` | 0.8 | below it the model falls back to the reactive rule |
-/// | `recall_floor` | 0.5 | below it the model has not earned its place yet |
+/// | `recall_floor` | 0.5 | below it the model has not earned its place yet, and (once 20 violation ticks have matured in the score window) falls back |
 /// | `checkpoint` | none | file written every `checkpoint_every` steps and on shutdown |
 /// | `checkpoint_every` | 500 steps | |
 /// | `seed` | 0 | seeds libtorch and the replay sampler |

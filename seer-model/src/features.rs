@@ -121,8 +121,8 @@ impl Normaliser {
     /// Normalises one tick into `S x (3F + 1)` rows and updates the running statistics.
     ///
     /// Channels per row: `F` online-normalised values `z`, `F` values relative to the other
-    /// services (`z - median z`), `F` values relative to the service's own slow baseline, and the
-    /// presence flag.
+    /// services (`d - median d`, where `d` is the next channel), `F` values relative to the
+    /// service's own slow baseline (`d = z - own mean`), and the presence flag.
     pub(crate) fn rows(&mut self, input: &TickFeatures<'_>, features: &[String]) -> Vec<f32> {
         let s = input.services.len();
         let f = features.len();

@@ -178,7 +178,8 @@ impl ModelHandle {
         self.ask(|reply| Command::Observe(Box::new(owned), reply))
     }
 
-    /// Reports what happened in a tick. Does not wait for the model thread.
+    /// Reports what happened in a tick. Does not wait for the model thread to handle it; it
+    /// waits only while the thread's command queue is full.
     ///
     /// # Errors
     ///

@@ -91,12 +91,16 @@ pub struct ModelStatus {
     pub replay: (usize, usize),
     /// Loss of the last training step.
     pub last_loss: Option<f32>,
+    /// Training steps skipped because their loss was not finite (the weights were left as
+    /// they were).
+    #[serde(default)]
+    pub skipped_steps: u64,
     /// Mean duration of recent training steps, ms.
     pub train_step_ms: Option<f32>,
     /// Mean duration of recent predictions on the model thread (one tick, all services), ms.
     pub infer_ms: Option<f32>,
-    /// Why the checkpoint at start was rejected (the model then started fresh), or why the last
-    /// save failed.
+    /// Why the last save failed (until a save succeeds), else why the checkpoint at start was
+    /// not used (the model then started fresh).
     pub checkpoint_error: Option<String>,
 }
 
@@ -114,6 +118,9 @@ pub(crate) struct Score {
 
 /// Alarms that must have matured in the window before precision is trusted either way.
 pub(crate) const MIN_ALARMS: u64 = 20;
+/// Violation ticks that must have matured in the window before recall can demote the model:
+/// one unforeseeable step fault after a quiet spell is a recall of 0 / 1, not a verdict.
+pub(crate) const MIN_POSITIVES: u64 = 20;
 /// Margin over the floors needed to come back from fallback.
 const HYSTERESIS: f32 = 0.05;
 
@@ -166,8 +173,13 @@ impl Score {
     }
 
     pub(crate) fn recall(&self) -> Option<f32> {
-        let positives = self.tp + self.fn_;
+        let positives = self.positives();
         (positives > 0).then(|| self.tp as f32 / positives as f32)
+    }
+
+    /// Violation ticks in the window.
+    pub(crate) fn positives(&self) -> u64 {
+        self.tp + self.fn_
     }
 
     /// The next mode, given the current one and the gates.
@@ -190,7 +202,7 @@ impl Score {
             }
             Mode::Predicting => {
                 let poor = (judged && precision < gate.precision_floor)
-                    || (self.recall().is_some() && recall < gate.recall_floor);
+                    || (self.positives() >= MIN_POSITIVES && recall < gate.recall_floor);
                 if poor {
                     Mode::Fallback
                 } else {
@@ -264,14 +276,23 @@ mod tests {
     }
 
     #[test]
-    fn missed_violations_cost_recall() {
-        let mut s = Score::new(10);
+    fn missed_violations_cost_recall_once_enough_have_matured() {
+        let mut s = Score::new(100);
         s.record(true, true);
         s.record(false, true);
         s.record(false, true);
         s.record(false, false);
         assert_eq!(s.recall(), Some(1.0 / 3.0));
         assert_eq!(s.precision(), Some(1.0));
+        assert_eq!(
+            s.next_mode(Mode::Predicting, &gate(100)),
+            Mode::Predicting,
+            "three violation ticks are no verdict"
+        );
+        for _ in 3..MIN_POSITIVES {
+            s.record(false, true);
+        }
+        assert_eq!(s.positives(), MIN_POSITIVES);
         assert_eq!(s.next_mode(Mode::Predicting, &gate(100)), Mode::Fallback);
     }
 }

@@ -68,9 +68,13 @@ pub(crate) struct Engine {
     rng: StdRng,
     diagnoser: Diagnoser,
     last_loss: Option<f32>,
+    skipped_steps: u64,
     step_ms: VecDeque<f32>,
     infer_ms: VecDeque<f32>,
-    checkpoint_error: Option<String>,
+    /// Why the checkpoint at start was not used.
+    load_error: Option<String>,
+    /// Why the last save failed; cleared by a save that succeeds.
+    save_error: Option<String>,
 }
 
 impl Engine {
@@ -106,10 +110,18 @@ impl Engine {
                     norm = restored.normaliser;
                 }
                 Err(err) => {
-                    // Keep the rejected file for inspection; the next save writes a fresh one.
-                    let mut rejected = path.as_os_str().to_owned();
-                    rejected.push(".rejected");
-                    let _ = std::fs::rename(path, rejected);
+                    // A corrupt or mismatched file is set aside for inspection and the next save
+                    // writes a fresh one; one that could not be read (permissions, I/O) stays
+                    // where it is, for a later start to load.
+                    if matches!(
+                        err,
+                        ModelError::CheckpointCorrupt { .. }
+                            | ModelError::CheckpointMismatch { .. }
+                    ) {
+                        let mut rejected = path.as_os_str().to_owned();
+                        rejected.push(".rejected");
+                        let _ = std::fs::rename(path, rejected);
+                    }
                     checkpoint_error = Some(error_chain(&err));
                 }
             }
@@ -137,9 +149,11 @@ impl Engine {
             observed: 0,
             diagnoser: Diagnoser::new(),
             last_loss: None,
+            skipped_steps: 0,
             step_ms: VecDeque::new(),
             infer_ms: VecDeque::new(),
-            checkpoint_error,
+            load_error: checkpoint_error,
+            save_error: None,
         })
     }
 
@@ -239,6 +253,10 @@ impl Engine {
                 }
             })
             .collect();
+        // The node's baseline learns only from ticks in which no service was flagged.
+        if risks.iter().all(|r| *r < self.cfg.threshold) {
+            self.diagnoser.learn_node(input.node);
+        }
         Ok(Prediction {
             tick: input.tick,
             model_version: self.version,
@@ -276,7 +294,7 @@ impl Engine {
         }
         let service = input.services[row].as_str();
         if risk < self.cfg.threshold {
-            self.diagnoser.learn(service, &signals, input.node);
+            self.diagnoser.learn(service, &signals);
             return None;
         }
         let mut d = self.diagnoser.diagnose(service, &signals, input.node);
@@ -362,16 +380,20 @@ impl Engine {
         if p.seq + 1 < self.history.first() + self.cfg.window as u64 {
             return;
         }
-        let services = p
+        let services: Vec<f32> = p
             .ids
             .iter()
             .map(|id| f32::from(u8::from(culprits.contains(id))))
             .collect();
+        // A culprit that is none of this tick's services (an uninstrumented backend, one gone
+        // from the frame) teaches the service heads nothing: all-zero targets would say "no
+        // service is the culprit".
+        let culprit_known = !violation || services.iter().any(|v| *v > 0.0);
         self.replay.push(Sample {
             seq: p.seq,
             global: violation,
             services,
-            culprit_known: !violation || !culprits.is_empty(),
+            culprit_known,
         });
     }
 
@@ -384,7 +406,9 @@ impl Engine {
         Ok(())
     }
 
-    /// One training step on a replay batch; `None` when the buffer is still empty.
+    /// One training step on a replay batch; `None` when the buffer is still empty or the
+    /// batch's loss was not finite (the step is skipped and counted, so one bad batch cannot
+    /// poison the weights and, through the next checkpoint, later runs).
     pub(crate) fn train_step(&mut self) -> Result<Option<f32>, ModelError> {
         let started = Instant::now();
         let batch = self.replay.sample(
@@ -439,9 +463,19 @@ impl Engine {
             let decay = (1.0 + self.train_steps as f64 / LR_DECAY_STEPS).sqrt();
             self.opt.set_lr(self.cfg.learning_rate / decay);
         }
-        self.opt.backward_step_clip_norm(&loss, CLIP_NORM);
         let value = loss.f_double_value(&[])? as f32;
         self.last_loss = Some(value);
+        if !value.is_finite() {
+            if self.skipped_steps == 0 {
+                tracing::warn!(
+                    loss = value,
+                    "seer-model: a training step's loss was not finite; skipped (counted in the status)"
+                );
+            }
+            self.skipped_steps += 1;
+            return Ok(None);
+        }
+        self.opt.backward_step_clip_norm(&loss, CLIP_NORM);
         self.version += 1;
         self.train_steps += 1;
         if self.step_ms.len() == STEP_TIMES {
@@ -452,9 +486,9 @@ impl Engine {
         if self.cfg.checkpoint.is_some()
             && self.cfg.checkpoint_every > 0
             && self.train_steps.is_multiple_of(self.cfg.checkpoint_every)
-            && let Err(err) = self.save()
         {
-            self.checkpoint_error = Some(error_chain(&err));
+            // A failure is kept in the status (`save` records it) and retried at the next one.
+            let _ = self.save();
         }
         Ok(Some(value))
     }
@@ -466,7 +500,9 @@ impl Engine {
                 "no checkpoint path configured".to_owned(),
             ));
         };
-        checkpoint::save(&path, &self.schema, self.version, &self.norm, &self.vs)
+        let saved = checkpoint::save(&path, &self.schema, self.version, &self.norm, &self.vs);
+        self.save_error = saved.as_ref().err().map(|e| error_chain(e));
+        saved
     }
 
     pub(crate) fn has_checkpoint(&self) -> bool {
@@ -485,10 +521,11 @@ impl Engine {
             matured_positive: self.score.matured_positive,
             replay: self.replay.len(),
             last_loss: self.last_loss,
+            skipped_steps: self.skipped_steps,
             train_step_ms: (!self.step_ms.is_empty()).then(|| ms / self.step_ms.len() as f32),
             infer_ms: (!self.infer_ms.is_empty())
                 .then(|| self.infer_ms.iter().sum::<f32>() / self.infer_ms.len() as f32),
-            checkpoint_error: self.checkpoint_error.clone(),
+            checkpoint_error: self.save_error.clone().or_else(|| self.load_error.clone()),
         }
     }
 

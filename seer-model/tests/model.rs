@@ -311,6 +311,41 @@ fn corrupt_or_mismatched_checkpoints_give_a_fresh_model() {
 }
 
 #[test]
+fn an_unreadable_checkpoint_stays_in_place_and_a_failed_save_is_reported_until_one_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.ckpt");
+    // Something that exists but cannot be read as a file (an I/O error, not a damaged file).
+    std::fs::create_dir(&path).expect("mkdir");
+    let model = ModelHandle::spawn(tiny().with_train_every(0).with_checkpoint(&path))
+        .expect("an unreadable file never fails spawn");
+    let status = model.status().expect("status");
+    assert_eq!(status.version, 0, "fresh model");
+    let err = status.checkpoint_error.expect("reported");
+    assert!(err.contains("i/o"), "{err}");
+    assert!(path.is_dir(), "not set aside: a later start may read it");
+    assert!(!dir.path().join("model.ckpt.rejected").exists());
+    drop(model);
+    std::fs::remove_dir(&path).expect("rmdir");
+
+    // A save that fails is reported until one succeeds.
+    let model =
+        ModelHandle::spawn(tiny().with_train_every(0).with_checkpoint(&path)).expect("spawn");
+    assert_eq!(model.status().expect("status").checkpoint_error, None);
+    std::fs::create_dir(&path).expect("mkdir");
+    model.save().expect_err("cannot replace a folder");
+    let err = model
+        .status()
+        .expect("status")
+        .checkpoint_error
+        .expect("reported");
+    assert!(err.contains("i/o"), "{err}");
+    std::fs::remove_dir(&path).expect("rmdir");
+    model.save().expect("save");
+    assert!(path.is_file());
+    assert_eq!(model.status().expect("status").checkpoint_error, None);
+}
+
+#[test]
 fn bad_config_is_a_clear_error() {
     let err = ModelHandle::spawn(ModelConfig::default().with_window(1)).expect_err("rejected");
     assert!(matches!(err, ModelError::Config(_)));

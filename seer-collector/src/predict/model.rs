@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | predicting | per service, the higher of the model's and the rule's risk (the model's alone with [`ModelPredictor::with_ensemble`]`(false)`) | [`Mode::Predicting`] |
 //! | learning | the reactive rule's | [`Mode::Learning`] |
-//! | fallback (recent precision under the floor) | the reactive rule's | [`Mode::Fallback`] |
+//! | fallback (recent precision, or recall once 20 violation ticks matured, under its floor) | the reactive rule's | [`Mode::Fallback`] |
 //! | the model thread failed | the reactive rule's | [`Mode::Fallback`] |
 //!
 //! The model version and its recent precision and recall are reported in every mode.
