@@ -3,11 +3,12 @@
 //! Names are `"{method} {route}"` pairs (or a bare name with an empty method). Lookups are
 //! lock-free: the table is fixed-size open addressing published with release/acquire. The first
 //! sighting of a name takes a mutex and allocates once. Once `cap` names exist, every new name
-//! maps to the overflow id, named `other`.
+//! maps to the overflow id, named `other`, without taking the mutex (a "full" flag is checked
+//! first), so unbounded names past the cap stay lock-free.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// The name of the overflow entry.
 pub const OVERFLOW_NAME: &str = "other";
@@ -24,6 +25,8 @@ pub(crate) struct Interner {
     mask: usize,
     names: Box<[OnceLock<Arc<str>>]>,
     len: Mutex<usize>,
+    /// Set (release) once `cap` names exist, after the last one's slot was published.
+    full: AtomicBool,
     cap: usize,
 }
 
@@ -127,6 +130,7 @@ impl Interner {
             mask: size - 1,
             names,
             len: Mutex::new(0),
+            full: AtomicBool::new(false),
             cap,
         }
     }
@@ -145,23 +149,47 @@ impl Interner {
     #[inline]
     pub(crate) fn intern(&self, method: &str, name: &str) -> u32 {
         let h = hash(method, name);
+        match self.probe(h, method, name) {
+            Ok(id) => id,
+            Err(_) => self.miss(h, method, name),
+        }
+    }
+
+    /// Looks `method` + `name` up: `Ok(id)`, or `Err(index)` of the empty slot that ends its
+    /// probe sequence. The table has at least twice as many slots as names, so one exists.
+    #[inline]
+    fn probe(&self, h: u64, method: &str, name: &str) -> Result<u32, usize> {
         let mut i = (h as usize) & self.mask;
         loop {
             let slot = &self.slots[i];
             let sh = slot.hash.load(Ordering::Acquire);
             if sh == 0 {
-                return self.insert_slow(h, method, name);
+                return Err(i);
             }
             if sh == h {
                 let id = slot.id.load(Ordering::Relaxed);
                 if let Some(stored) = self.names.get(id as usize).and_then(OnceLock::get)
                     && matches(stored, method, name)
                 {
-                    return id;
+                    return Ok(id);
                 }
             }
             i = (i + 1) & self.mask;
         }
+    }
+
+    /// A name not found: the overflow id once the table is full (no lock), else insert it.
+    #[cold]
+    fn miss(&self, h: u64, method: &str, name: &str) -> u32 {
+        // `full` is stored (release) after the last name's slot, and no name is inserted after
+        // it: a probe made after seeing it (acquire) sees every name, so a name inserted while
+        // the first probe ran is still found.
+        if self.full.load(Ordering::Acquire) {
+            return self
+                .probe(h, method, name)
+                .unwrap_or_else(|_| self.overflow_id());
+        }
+        self.insert_slow(h, method, name)
     }
 
     #[cold]
@@ -171,23 +199,10 @@ impl Interner {
             Err(poisoned) => poisoned.into_inner(),
         };
         // Re-probe under the lock: another thread may have inserted it.
-        let mut i = (h as usize) & self.mask;
-        loop {
-            let slot = &self.slots[i];
-            let sh = slot.hash.load(Ordering::Acquire);
-            if sh == 0 {
-                break;
-            }
-            if sh == h {
-                let id = slot.id.load(Ordering::Relaxed);
-                if let Some(stored) = self.names.get(id as usize).and_then(OnceLock::get)
-                    && matches(stored, method, name)
-                {
-                    return id;
-                }
-            }
-            i = (i + 1) & self.mask;
-        }
+        let i = match self.probe(h, method, name) {
+            Ok(id) => return id,
+            Err(i) => i,
+        };
         if *len >= self.cap {
             return self.overflow_id();
         }
@@ -206,6 +221,10 @@ impl Interner {
         let id = u32::try_from(id).unwrap_or(u32::MAX);
         self.slots[i].id.store(id, Ordering::Relaxed);
         self.slots[i].hash.store(h, Ordering::Release);
+        if *len >= self.cap {
+            // After the slot: see `miss`.
+            self.full.store(true, Ordering::Release);
+        }
         id
     }
 
@@ -239,6 +258,27 @@ mod tests {
         // "GET /a" as a bare name is a different key from method GET + "/a" only by hash
         // input; it must not alias a different stored name.
         assert_eq!(t.intern("GET", "/a"), a);
+    }
+
+    #[test]
+    fn past_the_cap_unseen_names_overflow_and_known_names_resolve() {
+        let t = Interner::new(2);
+        let a = t.intern("GET", "/a");
+        assert!(!t.full.load(Ordering::Relaxed));
+        let b = t.intern("GET", "/b");
+        // The cap is reached: later misses take the lock-free path.
+        assert!(t.full.load(Ordering::Relaxed));
+        // With the insertion lock held, lookups still answer: they never take it (taking it on
+        // this thread would deadlock).
+        let held = t.len.lock().unwrap();
+        for i in 0..100 {
+            assert_eq!(t.intern("GET", &format!("/u{i}")), t.overflow_id());
+        }
+        assert_eq!(t.intern("GET", "/a"), a);
+        assert_eq!(t.intern("GET", "/b"), b);
+        assert_eq!(*held, 2);
+        drop(held);
+        assert_eq!(&*t.name(b), "GET /b");
     }
 
     #[test]
