@@ -24,7 +24,7 @@ pub struct Advice {
     pub risk: f32,
     /// Whether this service is named as the culprit.
     pub culprit: bool,
-    /// Fraction of requests to admit (0..1).
+    /// Fraction of requests to admit (0..1). A non-finite value admits everything (fail open).
     pub admit_fraction: f32,
     /// Optional cap on requests in flight.
     pub max_in_flight: Option<u32>,
@@ -37,17 +37,25 @@ pub struct Advice {
 }
 
 impl From<AdviceReply> for Advice {
+    /// Converts a reply, clamping its fractions to 0..1. A non-finite admit fraction (NaN stays
+    /// NaN through `clamp`) becomes 1.0: a bad reply fails open instead of shedding everything.
+    /// A non-finite risk becomes 0.
     fn from(r: AdviceReply) -> Self {
         Self {
-            risk: r.risk,
+            risk: finite_or(r.risk, 0.0).clamp(0.0, 1.0),
             culprit: r.culprit,
-            admit_fraction: r.admit_fraction.clamp(0.0, 1.0),
+            admit_fraction: finite_or(r.admit_fraction, 1.0).clamp(0.0, 1.0),
             max_in_flight: r.max_in_flight,
             reason: r.reason,
             model_version: r.model_version,
             expires_at_unix_ns: r.expires_at_unix_ns,
         }
     }
+}
+
+/// `v`, or `default` when `v` is NaN or infinite.
+fn finite_or(v: f32, default: f32) -> f32 {
+    if v.is_finite() { v } else { default }
 }
 
 /// Why a request was shed.
@@ -178,9 +186,10 @@ impl AdviceCell {
 }
 
 /// The class below which everything is shed and the shedding probability within that class, so
-/// that `1 - admit` of the requests (by the observed priority mix) are shed, lowest first.
+/// that `1 - admit` of the requests (by the observed priority mix) are shed, lowest first. A
+/// non-finite `admit` (advice stored directly, not converted from a reply) admits everything.
 pub(crate) fn shed_threshold(admit: f32, priorities: &[u64; 256]) -> (u32, u32) {
-    let shed_frac = f64::from(1.0 - admit.clamp(0.0, 1.0));
+    let shed_frac = f64::from(1.0 - finite_or(admit, 1.0).clamp(0.0, 1.0));
     if shed_frac <= 0.0 {
         return (0, 0);
     }
@@ -220,6 +229,47 @@ mod tests {
         assert_eq!(below, u32::from(DEFAULT_PRIORITY));
         assert!((f64::from(prob) / f64::from(u32::MAX) - 0.3).abs() < 1e-6);
         assert_eq!(shed_threshold(1.0, &[0; 256]), (0, 0));
+    }
+
+    #[test]
+    fn non_finite_admit_fraction_fails_open() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let a = Advice::from(AdviceReply {
+                risk: bad,
+                admit_fraction: bad,
+                ..AdviceReply::default()
+            });
+            assert_eq!(a.admit_fraction, 1.0, "{bad}");
+            assert_eq!(a.risk, 0.0, "{bad}");
+            let mut mix = [0u64; 256];
+            mix[10] = 5;
+            assert_eq!(shed_threshold(bad, &mix), (0, 0), "{bad}");
+            assert_eq!(shed_threshold(bad, &[0; 256]), (0, 0), "{bad}");
+        }
+        // Finite values are clamped as before.
+        let a = Advice::from(AdviceReply {
+            risk: 2.0,
+            admit_fraction: -1.0,
+            ..AdviceReply::default()
+        });
+        assert_eq!((a.risk, a.admit_fraction), (1.0, 0.0));
+    }
+
+    #[test]
+    fn nan_advice_sheds_nothing_at_admission() {
+        let recorder = crate::Builder::new("svc").build_recorder();
+        let far = u64::MAX / 2;
+        recorder.set_advice(Advice::from(AdviceReply {
+            admit_fraction: f32::NAN,
+            expires_at_unix_ns: far,
+            ..AdviceReply::default()
+        }));
+        let ep = recorder.endpoint("GET", "/");
+        // Every priority, the lowest included, is admitted.
+        for priority in [0, DEFAULT_PRIORITY, u8::MAX] {
+            let span = recorder.begin_server(ep, None, clock::now(), Duration::ZERO, priority);
+            assert!(span.is_ok(), "priority {priority}");
+        }
     }
 
     #[test]
