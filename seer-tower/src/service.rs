@@ -135,8 +135,12 @@ where
         let endpoint = l.classify.classify(&req, &l.recorder);
         let (traceparent, tracestate) = headers::trace_headers(req.headers());
         let parent = traceparent.and_then(|v| parse_traceparent(v.as_bytes()));
-        // tracestate only means something next to a valid traceparent.
-        let tracestate = parent.and(tracestate).cloned();
+        // tracestate only means something next to a valid traceparent. All its fields are
+        // combined (allocating only when there are several, or it is over the limits).
+        let tracestate = match (parent, tracestate) {
+            (Some(_), Some(_)) => headers::tracestate(req.headers()),
+            _ => None,
+        };
         let priority = l.priority.priority(&req);
         let wait = std::mem::take(&mut self.ready_wait);
         match l
