@@ -123,11 +123,32 @@ impl Context {
         endpoint: u32,
         now: Instant,
     ) {
-        let prev = state.word.fetch_add(1, Ordering::AcqRel);
-        if prev == 0 {
-            state
-                .since_ns
-                .store(recorder.epoch_ns(now), Ordering::Relaxed);
+        // The wait that opens a blocked stretch (count 0 -> 1) stores `since_ns` *before* the
+        // count becomes visible: the store is sequenced before the release CAS, and whoever
+        // later sees a non-zero count does so through an acquire RMW on `word` (in `end_wait`,
+        // `finish_state`), reading from that CAS or from a later RMW of its release sequence,
+        // so it reads this `since_ns`, never an unset or a previous stretch's value. (Publishing
+        // the count first would let a concurrent `finish_state` read a stale `since_ns` and
+        // count the request blocked for most of the process's uptime.) Concurrent waits that
+        // both see 0 both store; the loser's CAS fails and it joins the winner's stretch, with
+        // `since_ns` the start of one of the two waits (both are this request's).
+        let since = recorder.epoch_ns(now);
+        let mut cur = state.word.load(Ordering::Relaxed);
+        loop {
+            if cur == 0 {
+                state.since_ns.store(since, Ordering::Relaxed);
+            }
+            match state.word.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if cur == 0 {
             recorder
                 .gauges(endpoint)
                 .blocked
@@ -279,5 +300,68 @@ impl<F: Future> Future for WithContext<F> {
         let this = self.project();
         let _g = enter(this.cx);
         this.fut.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// Instants far after the recorder's epoch, so that a `since_ns` read unset (0) would show
+    /// as a blocked time of many seconds.
+    fn later(base: Instant, ms: u64) -> Instant {
+        base.checked_add(Duration::from_millis(10_000 + ms))
+            .unwrap_or(base)
+    }
+
+    #[test]
+    fn a_wait_counts_from_its_start_to_its_end_or_the_finish() {
+        let recorder = crate::Builder::new("svc").build_recorder();
+        let ep = recorder.endpoint("GET", "/").get();
+        let base = clock::now();
+        let st = RequestState::new();
+        Context::begin_wait(&st, &recorder, ep, later(base, 0));
+        Context::begin_wait(&st, &recorder, ep, later(base, 1));
+        Context::end_wait(&st, &recorder, ep, later(base, 2));
+        assert_eq!(recorder.gauges(ep).blocked.load(Ordering::Relaxed), 1);
+        Context::finish_state(&st, &recorder, ep, later(base, 5));
+        let blocked = st.blocked_ns.load(Ordering::Relaxed);
+        assert!(blocked.abs_diff(5 * MS) < MS / 100, "{blocked}");
+        assert_eq!(recorder.gauges(ep).blocked.load(Ordering::Relaxed), 0);
+        // Waits after the finish do not count.
+        Context::begin_wait(&st, &recorder, ep, later(base, 6));
+        Context::end_wait(&st, &recorder, ep, later(base, 9));
+        assert_eq!(st.blocked_ns.load(Ordering::Relaxed), blocked);
+        assert_eq!(recorder.gauges(ep).blocked.load(Ordering::Relaxed), 0);
+    }
+
+    /// A finish racing the wait that opens a stretch sees either no wait (0) or the wait with its
+    /// start (1 ms), never an unset start.
+    #[test]
+    fn finish_racing_the_first_wait_never_reads_an_unset_start() {
+        let recorder = crate::Builder::new("svc").build_recorder();
+        let ep = recorder.endpoint("GET", "/").get();
+        let base = clock::now();
+        let (start, end) = (later(base, 0), later(base, 1));
+        let barrier = Barrier::new(2);
+        for _ in 0..2_000 {
+            let st = RequestState::new();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    barrier.wait();
+                    Context::begin_wait(&st, &recorder, ep, start);
+                });
+                barrier.wait();
+                Context::finish_state(&st, &recorder, ep, end);
+            });
+            let blocked = st.blocked_ns.load(Ordering::Relaxed);
+            assert!(blocked == 0 || blocked.abs_diff(MS) < MS / 100, "{blocked}");
+            assert_eq!(recorder.gauges(ep).blocked.load(Ordering::Relaxed), 0);
+        }
     }
 }
