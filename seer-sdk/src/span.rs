@@ -98,8 +98,8 @@ impl Resource {
     }
 }
 
-/// The process's cgroup from `/proc/self/cgroup`: the unified (v2) path when present, else the
-/// v1 `cpu` controller's path.
+/// The process's cgroup from `/proc/self/cgroup`: the v1 `cpu` controller's path when present
+/// (the group whose CPU quota the actuator writes), else the unified (v2) path.
 pub fn read_cgroup() -> Option<String> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     parse_cgroup(&text)
