@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::record::SpanRecord;
+use crate::sync::{AtomicUsize, Ordering};
 use crate::window::{ThreadWindows, TickAgg};
 
 /// How many pushes pass between two checks of a ring's fill level.
@@ -38,6 +39,9 @@ pub(crate) enum Pushed {
 #[derive(Debug)]
 pub(crate) struct Rings {
     consumers: Mutex<Vec<Consumer<SpanRecord>>>,
+    /// The ring the next drain starts at, rotated so that a drain cut short by its limit does
+    /// not always favour the first rings (touched only under the `consumers` lock).
+    next: AtomicUsize,
     capacity: usize,
 }
 
@@ -155,6 +159,7 @@ impl Rings {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             consumers: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
             capacity: capacity.max(16),
         }
     }
@@ -209,11 +214,19 @@ impl Rings {
     }
 
     /// Drains every ring into `f`, at most `max` records in total; returns how many were read.
-    /// Rings of exited threads are removed once empty. Called by the exporter thread only.
+    /// Each call starts one ring further than the last. Rings of exited threads are removed
+    /// once empty. Called by the exporter thread only.
     pub(crate) fn drain(&self, max: usize, mut f: impl FnMut(&SpanRecord)) -> usize {
         let mut consumers = self.lock();
         let mut n = 0;
-        for c in consumers.iter_mut() {
+        let len = consumers.len();
+        let start = match len {
+            0 => 0,
+            _ => self.next.load(Ordering::Relaxed) % len,
+        };
+        self.next.store(start + 1, Ordering::Relaxed);
+        let (first, second) = consumers.split_at_mut(start);
+        for c in second.iter_mut().chain(first.iter_mut()) {
             if n >= max {
                 break;
             }
@@ -271,6 +284,35 @@ mod tests {
         assert_eq!(rings.drain(usize::MAX, |r| seen.push(r.span_id)), 16);
         assert_eq!(seen, (0..16).collect::<Vec<_>>());
         assert_ne!(rings.push(7, rec(99)), Pushed::Dropped);
+    }
+
+    #[test]
+    fn limited_drains_rotate_across_rings() {
+        let rings = Arc::new(Rings::new(16));
+        // Two threads, two rings, each with 10 records tagged by thread.
+        for t in 0..2u64 {
+            let rings = Arc::clone(&rings);
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    assert_eq!(rings.push(1, rec((t << 32) | i)), Pushed::Ok);
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        // Drains limited to 4 records each: successive drains start at successive rings, so
+        // neither ring is starved.
+        let mut firsts = Vec::new();
+        for _ in 0..4 {
+            let mut seen = Vec::new();
+            assert_eq!(rings.drain(4, |r| seen.push(r.span_id >> 32)), 4);
+            assert!(seen.iter().all(|&t| t == seen[0]), "{seen:?}");
+            firsts.push(seen[0]);
+        }
+        assert_eq!(firsts, vec![0, 1, 0, 1]);
+        // An unlimited drain reads everything left.
+        assert_eq!(rings.drain(usize::MAX, |_| {}), 4);
+        assert_eq!(rings.pending(), 0);
     }
 
     /// Stress: several producer threads, one concurrent consumer; every record that was not

@@ -2,7 +2,7 @@
 
 use crate::sync::{AtomicU64, Ordering};
 
-/// Why spans were dropped.
+/// Why spans (or, for [`DropReason::WindowBacklog`], requests' window stats) were dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DropReason {
@@ -14,6 +14,10 @@ pub enum DropReason {
     Rejected,
     /// Export failed after all retries, or could not be flushed before shutdown.
     ExportFailed,
+    /// A recording thread held the most uncollected ticks of window stats it keeps (no export
+    /// worker collecting them: none spawned, or after shutdown): its oldest tick's stats were
+    /// dropped. Counts requests, whose spans (if kept for export) are unaffected.
+    WindowBacklog,
 }
 
 /// Cumulative counters, shared by the hot path, the worker and the exporter.
@@ -26,6 +30,7 @@ pub struct Counters {
     dropped_queue_full: AtomicU64,
     dropped_rejected: AtomicU64,
     dropped_export_failed: AtomicU64,
+    dropped_window_backlog: AtomicU64,
     failed_requests: AtomicU64,
     retries: AtomicU64,
     windows_sent: AtomicU64,
@@ -52,6 +57,9 @@ pub struct CountersSnapshot {
     pub dropped_rejected: u64,
     /// Spans dropped after export retries ran out or shutdown timed out.
     pub dropped_export_failed: u64,
+    /// Requests whose window stats were dropped because a thread's uncollected ticks were at
+    /// their cap (no export worker running). Not spans: not part of [`CountersSnapshot::dropped`].
+    pub dropped_window_backlog: u64,
     /// Export requests (spans or windows) that failed for good.
     pub failed_requests: u64,
     /// Export attempts retried.
@@ -65,7 +73,8 @@ pub struct CountersSnapshot {
 }
 
 impl CountersSnapshot {
-    /// Spans dropped for any reason.
+    /// Spans dropped for any reason (window stats dropped, `dropped_window_backlog`, are counted
+    /// apart: they are requests, not spans).
     pub fn dropped(&self) -> u64 {
         self.dropped_buffer_full
             + self.dropped_queue_full
@@ -82,6 +91,7 @@ impl Counters {
             DropReason::QueueFull => &self.dropped_queue_full,
             DropReason::Rejected => &self.dropped_rejected,
             DropReason::ExportFailed => &self.dropped_export_failed,
+            DropReason::WindowBacklog => &self.dropped_window_backlog,
         };
         c.fetch_add(n, Ordering::Relaxed);
     }
@@ -131,6 +141,7 @@ impl Counters {
             dropped_queue_full: l(&self.dropped_queue_full),
             dropped_rejected: l(&self.dropped_rejected),
             dropped_export_failed: l(&self.dropped_export_failed),
+            dropped_window_backlog: l(&self.dropped_window_backlog),
             failed_requests: l(&self.failed_requests),
             retries: l(&self.retries),
             windows_sent: l(&self.windows_sent),

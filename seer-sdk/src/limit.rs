@@ -2,22 +2,26 @@
 //! Seer is evaluated against.
 //!
 //! Both update once per tick on the exporter thread, from the tick's window of every request, so
-//! the hot path only reads the current limit (one relaxed load).
+//! the hot path only reads the current limit (one relaxed load). A tick with no completed
+//! request leaves the limit unchanged: it carries no latency or error evidence (a tick of only
+//! shed requests says nothing about the latency at the current limit).
 
 /// Which reactive algorithm to run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum LimiterKind {
-    /// Additive increase, multiplicative decrease: on a tick with errors, shed requests or a
-    /// p99 over the slow threshold, `limit *= backoff`; otherwise, when the limit was used
-    /// (in-flight reached half of it), `limit += max(1, completions / limit)`.
+    /// Additive increase, multiplicative decrease: on a tick whose error rate is over
+    /// [`AIMD_ERROR_RATE`] of its completions, or whose p99 is over the slow threshold,
+    /// `limit *= backoff`; otherwise, when the limit was used (in-flight reached half of it),
+    /// `limit += max(1, completions / limit)`. Shed requests are not a backoff signal.
     Aimd {
         /// Multiplicative decrease factor (0..1), default 0.9.
         backoff: f64,
     },
     /// Gradient2 (Netflix concurrency-limits): `gradient = clamp(tolerance * long / short, 0.5,
     /// 1)`, `new = limit * gradient + sqrt(limit)`, smoothed by `smoothing`. `short` is the tick's
-    /// mean latency, `long` an exponential average over about `long_ticks` ticks.
+    /// mean latency (of completed requests), `long` an exponential average over about
+    /// `long_ticks` ticks. It grows only when the limit was used (as for AIMD).
     Gradient {
         /// Tolerated latency growth before the limit shrinks, default 1.5.
         tolerance: f64,
@@ -43,6 +47,10 @@ impl LimiterKind {
         }
     }
 }
+
+/// The error rate (errors over completions in one tick) above which AIMD backs off: a steady
+/// trickle of errors below it does not shrink the limit.
+pub const AIMD_ERROR_RATE: f64 = 0.01;
 
 /// When the limiter applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -107,7 +115,6 @@ impl LimiterConfig {
 pub(crate) struct TickSample {
     pub(crate) completions: u64,
     pub(crate) errors: u64,
-    pub(crate) shed_by_limiter: u64,
     pub(crate) mean_latency_ns: f64,
     pub(crate) p99_latency_ns: u64,
     pub(crate) inflight_max: u64,
@@ -136,13 +143,17 @@ impl Limiter {
 
     /// Updates the limit from one tick; `slow_ns` is the QoS threshold (0 = none).
     pub(crate) fn update(&mut self, s: &TickSample, slow_ns: u64) -> u32 {
-        if s.completions == 0 && s.shed_by_limiter == 0 {
+        // No completion, no evidence: its mean latency would read as 0 (Gradient would grow
+        // during total overload) and it has no error rate.
+        if s.completions == 0 {
             return self.limit();
         }
         let used = s.inflight_max as f64 * 2.0 >= self.limit;
         match self.cfg.kind {
             LimiterKind::Aimd { backoff } => {
-                let overloaded = s.errors > 0 || (slow_ns > 0 && s.p99_latency_ns > slow_ns);
+                let error_rate = s.errors as f64 / s.completions as f64;
+                let overloaded =
+                    error_rate > AIMD_ERROR_RATE || (slow_ns > 0 && s.p99_latency_ns > slow_ns);
                 if overloaded {
                     self.limit *= backoff.clamp(0.1, 0.99);
                 } else if used {
@@ -187,7 +198,6 @@ mod tests {
         TickSample {
             completions,
             errors,
-            shed_by_limiter: 0,
             mean_latency_ns: mean_ms * 1e6,
             p99_latency_ns: (mean_ms * 2e6) as u64,
             inflight_max: inflight,
@@ -204,6 +214,46 @@ mod tests {
         // Idle (not using the limit): no growth.
         let idle = l.update(&tick(10, 0, 1.0, 1), 0);
         assert_eq!(idle, shrunk);
+    }
+
+    #[test]
+    fn aimd_ignores_a_small_steady_error_rate_and_backs_off_above_the_threshold() {
+        let mut l = Limiter::new(LimiterConfig::new(LimiterKind::aimd()).with_initial(50));
+        // 0.5% errors every tick, limit in use: it must not collapse.
+        for _ in 0..100 {
+            let lim = u64::from(l.limit());
+            l.update(&tick(1000, 5, 1.0, lim), 0);
+        }
+        assert!(l.limit() >= 50, "{}", l.limit());
+        // 5% errors: multiplicative decrease every tick.
+        let before = l.limit();
+        let after = l.update(&tick(1000, 50, 1.0, u64::from(before)), 0);
+        assert!(after < before, "{after} !< {before}");
+        // Exactly at the threshold is not over it.
+        let at = l.update(&tick(1000, 10, 1.0, 0), 0);
+        assert_eq!(at, after);
+    }
+
+    #[test]
+    fn ticks_with_only_sheds_leave_the_limit_alone() {
+        // What a tick of only shed requests looks like: no completion, no latency.
+        let shed_only = TickSample {
+            completions: 0,
+            errors: 0,
+            mean_latency_ns: 0.0,
+            p99_latency_ns: 0,
+            inflight_max: 100,
+        };
+        for kind in [LimiterKind::aimd(), LimiterKind::gradient()] {
+            let mut l = Limiter::new(LimiterConfig::new(kind).with_initial(40));
+            for _ in 0..5 {
+                l.update(&tick(1000, 0, 5.0, 40), 0);
+            }
+            let before = l.limit();
+            for _ in 0..50 {
+                assert_eq!(l.update(&shed_only, 0), before, "{kind:?}");
+            }
+        }
     }
 
     #[test]

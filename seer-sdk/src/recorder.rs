@@ -408,7 +408,7 @@ impl Recorder {
             || (slow > 0 && s.dur_ns > slow && s.flags & flags::CANCELLED == 0);
         let windowed = inner.windows.with(inner.id, |w| {
             let tick = w.tick_at(end, &inner.anchor, inner.tick_ns);
-            w.add(tick, name, priority, s);
+            w.add(tick, name, priority, s, &inner.counters);
             w.skipped += u64::from(!keep);
         });
         if !windowed {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use seer_proto::{EndpointWindow, Histogram};
 
 use crate::clock::{Anchor, Instant};
+use crate::counters::{Counters, DropReason};
 use crate::limit::TickSample;
 use crate::record::{SpanKind, SpanRecord, flags};
 
@@ -310,14 +311,32 @@ impl TickAgg {
             .filter(|(_, a)| !a.is_empty())
             .map(|(i, a)| (u32::try_from(i).unwrap_or(u32::MAX), a))
     }
+
+    /// Empties every endpoint's stats, keeping the allocations.
+    fn clear(&mut self) {
+        for a in &mut self.eps {
+            if !a.is_empty() {
+                a.clear();
+            }
+        }
+    }
 }
+
+/// Most ticks one thread keeps uncollected. Past it (no worker collecting: none spawned, or
+/// after shutdown) the oldest tick is dropped and its requests counted as
+/// [`DropReason::WindowBacklog`], so memory stays bounded.
+pub(crate) const MAX_THREAD_TICKS: usize = 64;
 
 /// Window stats one recording thread accumulated since the worker last collected them, by tick.
 /// Kept per thread so that the hot path touches no memory shared with other threads.
 #[derive(Debug)]
 pub(crate) struct ThreadWindows {
-    /// Oldest first; a thread's requests end in order, so they land in the last one.
+    /// Oldest first; a thread's requests end in order, so they land in the last one. At most
+    /// [`MAX_THREAD_TICKS`].
     ticks: VecDeque<TickAgg>,
+    /// An empty deque (with the capacity of an earlier one) swapped in for `ticks` at each
+    /// collection, so that the hot path does not allocate a new one.
+    spare_ticks: VecDeque<TickAgg>,
     /// Emptied ticks handed back by the worker, reused so that the hot path does not allocate
     /// in the steady state.
     spare: Vec<TickAgg>,
@@ -336,7 +355,8 @@ pub(crate) struct ThreadWindows {
 impl Default for ThreadWindows {
     fn default() -> Self {
         Self {
-            ticks: VecDeque::new(),
+            ticks: VecDeque::with_capacity(4),
+            spare_ticks: VecDeque::with_capacity(4),
             spare: Vec::new(),
             skipped: 0,
             priorities: Box::new([0; 256]),
@@ -392,9 +412,17 @@ impl ThreadWindows {
         tick
     }
 
-    /// Adds one server request that ended in `tick`.
+    /// Adds one server request that ended in `tick`; `counters` counts a tick dropped to make
+    /// room (see [`MAX_THREAD_TICKS`]).
     #[inline]
-    pub(crate) fn add(&mut self, tick: u64, endpoint: u32, priority: u8, s: &ServerSample) {
+    pub(crate) fn add(
+        &mut self,
+        tick: u64,
+        endpoint: u32,
+        priority: u8,
+        s: &ServerSample,
+        counters: &Counters,
+    ) {
         self.priorities[usize::from(priority)] += 1;
         if let Some(t) = self.ticks.back_mut()
             && t.tick == tick
@@ -403,16 +431,30 @@ impl ThreadWindows {
             agg.add_sample(s);
             return;
         }
-        self.slot(tick, endpoint).add_sample(s);
+        self.slot(tick, endpoint, counters).add_sample(s);
     }
 
     /// The aggregate of `endpoint` in `tick`, made on first use.
     #[cold]
-    fn slot(&mut self, tick: u64, endpoint: u32) -> &mut EpAgg {
+    fn slot(&mut self, tick: u64, endpoint: u32, counters: &Counters) -> &mut EpAgg {
         let Self { ticks, spare, .. } = self;
         let idx = match ticks.iter().rposition(|t| t.tick == tick) {
             Some(i) => i,
             None => {
+                if ticks.len() >= MAX_THREAD_TICKS
+                    && let Some(mut old) = ticks.pop_front()
+                {
+                    let lost: u64 = old
+                        .eps
+                        .iter()
+                        .map(|a| a.completions + a.shed + a.cancelled)
+                        .sum();
+                    counters.add_dropped(DropReason::WindowBacklog, lost);
+                    if spare.len() < SPARE_TICKS {
+                        old.clear();
+                        spare.push(old);
+                    }
+                }
                 let mut t = spare.pop().unwrap_or_default();
                 t.tick = tick;
                 // Keep ticks ordered (a record from other instrumentation may end earlier).
@@ -429,26 +471,29 @@ impl ThreadWindows {
         &mut eps[i]
     }
 
-    /// Everything accumulated so far.
+    /// Everything accumulated so far. The spare deque takes its place (allocated here, off the
+    /// hot path, only the first time).
     pub(crate) fn take(&mut self) -> VecDeque<TickAgg> {
-        std::mem::take(&mut self.ticks)
+        let next = std::mem::take(&mut self.spare_ticks);
+        std::mem::replace(&mut self.ticks, next)
     }
 
-    /// Takes back collected ticks, emptied, for reuse (a bounded number).
-    pub(crate) fn recycle(&mut self, collected: VecDeque<TickAgg>) {
-        for mut t in collected {
-            if self.spare.len() >= 4 {
+    /// Takes back collected ticks, emptied, for reuse (a bounded number), and their deque as
+    /// the next spare.
+    pub(crate) fn recycle(&mut self, mut collected: VecDeque<TickAgg>) {
+        for mut t in collected.drain(..) {
+            if self.spare.len() >= SPARE_TICKS {
                 break;
             }
-            for a in &mut t.eps {
-                if !a.is_empty() {
-                    a.clear();
-                }
-            }
+            t.clear();
             self.spare.push(t);
         }
+        self.spare_ticks = collected;
     }
 }
+
+/// Emptied ticks a thread keeps for reuse.
+const SPARE_TICKS: usize = 4;
 
 #[derive(Debug)]
 struct OpenTick {
@@ -783,6 +828,75 @@ mod tests {
         assert_eq!(c[0].tick, 2);
         assert_eq!(c[0].windows[0].1.completions, 1);
         assert_eq!(c[0].windows[0].1.arrivals, 0);
+    }
+
+    fn sample(f: u8) -> ServerSample {
+        ServerSample {
+            flags: f,
+            dur_ns: 1_000,
+            blocked_ns: 0,
+            queue_wait_ns: 0,
+            inflight: 1,
+            local_inflight: 1,
+        }
+    }
+
+    #[test]
+    fn uncollected_ticks_are_capped_and_the_oldest_dropped_and_counted() {
+        let counters = Counters::default();
+        let mut w = ThreadWindows::default();
+        let extra = 10;
+        for tick in 0..(MAX_THREAD_TICKS + extra) as u64 {
+            w.add(tick, 0, 0, &sample(0), &counters);
+            w.add(tick, 1, 0, &sample(flags::SHED), &counters);
+        }
+        assert_eq!(w.ticks.len(), MAX_THREAD_TICKS);
+        let c = counters.snapshot();
+        assert_eq!(c.dropped_window_backlog, 2 * extra as u64);
+        assert_eq!(c.dropped(), 0, "window stats are not spans");
+        let kept = w.take();
+        let ticks: Vec<u64> = kept.iter().map(|t| t.tick).collect();
+        let want: Vec<u64> = (extra as u64..(MAX_THREAD_TICKS + extra) as u64).collect();
+        assert_eq!(ticks, want, "the newest ticks are kept, in order");
+        assert!(kept.iter().all(|t| t.iter().count() == 2));
+        // A record that ends before every kept tick still gets a slot (the oldest is dropped).
+        let mut w = ThreadWindows::default();
+        for tick in 10..(10 + MAX_THREAD_TICKS) as u64 {
+            w.add(tick, 0, 0, &sample(0), &counters);
+        }
+        w.add(3, 0, 0, &sample(0), &counters);
+        assert_eq!(w.ticks.len(), MAX_THREAD_TICKS);
+        assert_eq!(w.ticks.front().map(|t| t.tick), Some(3));
+        assert_eq!(
+            counters.snapshot().dropped_window_backlog,
+            2 * extra as u64 + 1
+        );
+    }
+
+    #[test]
+    fn collection_swaps_in_a_recycled_deque() {
+        let counters = Counters::default();
+        let mut w = ThreadWindows::default();
+        for tick in 0..8 {
+            w.add(tick, 0, 0, &sample(0), &counters);
+        }
+        let collected = w.take();
+        assert_eq!(collected.len(), 8);
+        assert!(w.ticks.is_empty());
+        assert!(
+            w.ticks.capacity() > 0,
+            "the hot path gets a deque with room"
+        );
+        let cap = collected.capacity();
+        w.recycle(collected);
+        // The collected deque, emptied, is the next one swapped in.
+        assert_eq!(w.spare_ticks.capacity(), cap);
+        assert!(w.spare_ticks.is_empty());
+        let _ = w.take();
+        assert_eq!(w.ticks.capacity(), cap);
+        // Emptied ticks are kept for reuse, a bounded number, with no stats left in them.
+        assert_eq!(w.spare.len(), SPARE_TICKS);
+        assert!(w.spare.iter().all(|t| t.iter().count() == 0));
     }
 
     #[test]

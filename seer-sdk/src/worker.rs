@@ -109,7 +109,6 @@ pub struct ExportWorker<E> {
     resource: Arc<Resource>,
     limiter: Option<Limiter>,
     prio_mix: Box<[u64; 256]>,
-    shed_by_limiter: u64,
     slow_ns: HashMap<u32, u64>,
     default_slow_ns: u64,
     /// Counts accumulated during one drain, published once per drain.
@@ -169,7 +168,6 @@ impl<E: Exporter> ExportWorker<E> {
             out: Output::Inline(exporter),
             limiter,
             prio_mix: Box::new([0; 256]),
-            shed_by_limiter: 0,
             slow_ns: HashMap::new(),
             default_slow_ns,
             pending_unsampled: 0,
@@ -217,9 +215,6 @@ impl<E: Exporter> ExportWorker<E> {
             if !windowed {
                 self.prio_mix[usize::from(rec.priority)] += 1;
             }
-            if rec.has(flags::SHED) && self.recorder.inner.limit.load(Ordering::Relaxed) > 0 {
-                self.shed_by_limiter += 1;
-            }
             let t = self.slow_threshold(rec.name);
             slow = t > 0 && dur > t && !rec.has(flags::CANCELLED);
         }
@@ -256,17 +251,23 @@ impl<E: Exporter> ExportWorker<E> {
         });
     }
 
-    fn drain(&mut self, anchor: &Anchor) -> usize {
+    /// Reads the rings and the thread aggregates. A step (`all == false`) reads a few passes of
+    /// at most a ring's capacity each, so that sustained load cannot keep the worker from
+    /// cutting ticks; a flush (`all == true`) reads everything in every ring once (bounded: each
+    /// ring holds at most its capacity).
+    fn drain(&mut self, anchor: &Anchor, all: bool) -> usize {
         let recorder = self.recorder;
         let mut total = 0;
-        // A few passes at most, so that sustained load cannot keep the worker from cutting ticks.
-        for _ in 0..4 {
+        let (max, passes) = if all {
+            (usize::MAX, 1)
+        } else {
+            (recorder.inner.rings.capacity(), 4)
+        };
+        for _ in 0..passes {
             let n = recorder
                 .inner
                 .rings
-                .drain(recorder.inner.rings.capacity(), |r| {
-                    self.on_record(r, anchor)
-                });
+                .drain(max, |r| self.on_record(r, anchor));
             total += n;
             if n == 0 {
                 break;
@@ -335,15 +336,12 @@ impl<E: Exporter> ExportWorker<E> {
     fn window_batch(&mut self, cut: CutTick) -> WindowBatch {
         let tick_ns = self.cutter.tick_ns();
         if let Some(l) = &mut self.limiter {
-            let mut sample = cut.sample;
-            sample.shed_by_limiter = self.shed_by_limiter;
-            let limit = l.update(&sample, self.default_slow_ns);
+            let limit = l.update(&cut.sample, self.default_slow_ns);
             self.recorder
                 .inner
                 .limit
                 .store(limit.max(1), Ordering::Relaxed);
         }
-        self.shed_by_limiter = 0;
         let windows = cut
             .windows
             .into_iter()
@@ -426,7 +424,7 @@ impl<E: Exporter> ExportWorker<E> {
     /// Returns the number of records drained.
     pub fn step(&mut self) -> usize {
         let anchor = Anchor::new();
-        let n = self.drain(&anchor);
+        let n = self.drain(&anchor, false);
         let now_unix = clock::now().as_unix_nanos(&anchor);
         self.sample_gauges(now_unix);
         if !self.cut_and_export(now_unix, false)
@@ -443,7 +441,7 @@ impl<E: Exporter> ExportWorker<E> {
     /// then lets the exporter deliver until `deadline`.
     pub fn flush(&mut self, deadline: std::time::Instant) {
         let anchor = Anchor::new();
-        self.drain(&anchor);
+        self.drain(&anchor, true);
         let now_unix = clock::now().as_unix_nanos(&anchor);
         self.cut_and_export(now_unix, true);
         if !self.spans.is_empty() {
@@ -463,14 +461,16 @@ impl<E: Exporter> ExportWorker<E> {
 
     fn log_drops_once(&self) {
         let c = self.recorder.counters();
-        if c.dropped() > 0 && self.recorder.first_drop() {
+        if (c.dropped() > 0 || c.dropped_window_backlog > 0) && self.recorder.first_drop() {
             crate::internal_log::warn(&format!(
-                "seer: dropping spans (buffer full {}, queue full {}, rejected {}, export failed {}); \
-                 further drops are counted (see Recorder::counters), not logged",
+                "seer: dropping spans (buffer full {}, queue full {}, rejected {}, export failed {}; \
+                 window stats of {} requests); further drops are counted (see Recorder::counters), \
+                 not logged",
                 c.dropped_buffer_full,
                 c.dropped_queue_full,
                 c.dropped_rejected,
-                c.dropped_export_failed
+                c.dropped_export_failed,
+                c.dropped_window_backlog
             ));
         }
     }
@@ -617,5 +617,54 @@ impl Drop for ExportHandle {
     fn drop(&mut self) {
         let t = self.timeout;
         let _ = self.stop_inner(t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    /// Counts the spans it is handed.
+    #[derive(Debug, Default)]
+    struct CountSpans(Arc<AtomicU64>);
+
+    impl Exporter for CountSpans {
+        fn export(&mut self, batch: ExportBatch<'_>, counters: &Counters) -> Option<AdviceReply> {
+            let n = batch.spans.len() as u64;
+            counters.add_exported(n);
+            self.0.fetch_add(n, Ordering::Relaxed);
+            None
+        }
+    }
+
+    #[test]
+    fn flush_reads_every_ring_to_the_end() {
+        const THREADS: u64 = 8;
+        const RING: u64 = 16;
+        let seen = Arc::new(AtomicU64::new(0));
+        let (recorder, mut worker) = crate::Builder::new("svc")
+            .with_sample_ratio(1.0)
+            .with_ring_capacity(RING as usize)
+            .build_with(CountSpans(Arc::clone(&seen)));
+        let name = recorder.client_name("GET", "/down");
+        // More records than a step reads (4 passes of one ring's capacity), in full rings.
+        for _ in 0..THREADS {
+            std::thread::spawn(move || {
+                for _ in 0..RING {
+                    recorder.begin_client(name, None).finish(200, false);
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        assert_eq!(recorder.inner.rings.pending() as u64, THREADS * RING);
+        worker.flush(std::time::Instant::now() + Duration::from_secs(5));
+        assert_eq!(recorder.inner.rings.pending(), 0);
+        let c = recorder.counters();
+        assert_eq!(c.recorded, THREADS * RING, "{c:?}");
+        assert_eq!(c.dropped(), 0, "{c:?}");
+        assert_eq!(seen.load(Ordering::Relaxed), THREADS * RING);
     }
 }

@@ -59,6 +59,8 @@ pub struct HttpExporter {
     max_attempts: u32,
     next_try: Option<Instant>,
     failures: u32,
+    /// The timeout of one request (the agent's), capped at the time left at shutdown.
+    timeout: Duration,
 }
 
 impl HttpExporter {
@@ -83,6 +85,7 @@ impl HttpExporter {
             max_attempts: 5,
             next_try: None,
             failures: 0,
+            timeout,
         }
     }
 
@@ -108,11 +111,15 @@ impl HttpExporter {
         (self.windows.len(), self.spans.len())
     }
 
-    fn send(&self, url: &str, body: &[u8]) -> Sent {
+    /// One attempt; `timeout`, when shorter than the configured one, bounds it instead.
+    fn send(&self, url: &str, body: &[u8], timeout: Duration) -> Sent {
         let mut req = self
             .agent
             .post(url)
             .header("content-type", PROTOBUF_CONTENT_TYPE);
+        if timeout < self.timeout {
+            req = req.config().timeout_global(Some(timeout)).build();
+        }
         if let Some(a) = &self.auth {
             req = req.header("authorization", a);
         }
@@ -174,13 +181,20 @@ impl HttpExporter {
         }
     }
 
-    /// Sends what is due; returns the newest advice received.
-    fn pump(&mut self, counters: &Counters) -> Option<AdviceReply> {
+    /// Sends what is due; returns the newest advice received. With a `deadline` (at shutdown)
+    /// it stops once the deadline has passed and no attempt runs past it.
+    fn pump(&mut self, counters: &Counters, deadline: Option<Instant>) -> Option<AdviceReply> {
         let mut advice = None;
         for _ in 0..MAX_SENDS_PER_POLL {
-            if self.next_try.is_some_and(|t| Instant::now() < t) {
+            let now = Instant::now();
+            if self.next_try.is_some_and(|t| now < t) {
                 break;
             }
+            let timeout = match deadline {
+                Some(d) if now >= d => break,
+                Some(d) => self.timeout.min(d - now),
+                None => self.timeout,
+            };
             let is_windows = !self.windows.is_empty();
             let (url, item) = if is_windows {
                 (&self.windows_url, self.windows.front())
@@ -190,7 +204,7 @@ impl HttpExporter {
             let Some(item) = item else {
                 break;
             };
-            let outcome = self.send(url, &item.body);
+            let outcome = self.send(url, &item.body, timeout);
             let queue = if is_windows {
                 &mut self.windows
             } else {
@@ -289,14 +303,14 @@ impl Exporter for HttpExporter {
             });
         }
         self.enforce_bound(counters);
-        self.pump(counters)
+        self.pump(counters, None)
     }
 
     fn poll(&mut self, counters: &Counters) -> Option<AdviceReply> {
         if self.windows.is_empty() && self.spans.is_empty() {
             return None;
         }
-        self.pump(counters)
+        self.pump(counters, None)
     }
 
     fn flush(&mut self, deadline: Instant, counters: &Counters) -> Option<AdviceReply> {
@@ -314,7 +328,7 @@ impl Exporter for HttpExporter {
                 }
                 std::thread::sleep(t - now);
             }
-            if let Some(a) = self.pump(counters) {
+            if let Some(a) = self.pump(counters, Some(deadline)) {
                 advice = Some(a);
             }
         }
@@ -347,5 +361,40 @@ impl Builder {
     pub fn install(self) -> std::io::Result<(Recorder, ExportHandle)> {
         let (recorder, worker) = self.build();
         Ok((recorder, worker.spawn()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item() -> Item {
+        Item {
+            body: vec![1, 2, 3],
+            spans: 2,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn nothing_is_sent_once_the_flush_deadline_has_passed() {
+        // A collector that accepts connections and never answers: any attempt would connect.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut exp = HttpExporter::new(&base, None, Duration::from_millis(200));
+        exp.spans.push_back(item());
+        exp.bytes = 3;
+        let counters = Counters::default();
+        let past = Instant::now();
+        assert!(exp.pump(&counters, Some(past)).is_none());
+        assert_eq!(exp.outbox_len(), (0, 1), "nothing was attempted");
+        assert_eq!(counters.snapshot().retries, 0);
+        assert!(listener.accept().is_err(), "no connection was made");
+        // The flush then counts what is left as dropped.
+        exp.flush(past, &counters);
+        assert_eq!(exp.outbox_len(), (0, 0));
+        assert_eq!(counters.snapshot().dropped_export_failed, 2);
+        assert!(listener.accept().is_err());
     }
 }
