@@ -736,19 +736,12 @@ pub fn score(records: &[PredictionRecord], truth: &Truth, tick_ns: u64, threshol
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::predict::FEATURES;
     use crate::predict::thread::ServiceRisk;
-    use crate::predict::{FEATURES, Mode};
 
     fn record(tick: u64, culprit: Option<&str>) -> PredictionRecord {
         PredictionRecord {
-            tick,
-            tick_start_unix_ns: tick * 100_000_000,
-            predictor: "t".into(),
-            mode: Mode::Fallback,
-            model_version: 0,
-            global_risk: 0.0,
             culprit: culprit.map(str::to_owned),
-            resource: None,
             services: ["a", "b"]
                 .iter()
                 .map(|s| ServiceRisk {
@@ -760,10 +753,7 @@ mod tests {
                     diagnosis: None,
                 })
                 .collect(),
-            precision: None,
-            recall: None,
-            violation: false,
-            latency_us: 0,
+            ..crate::pipeline::tests::record(tick)
         }
     }
 
