@@ -295,7 +295,10 @@ impl Recorder {
         if advice.max_in_flight.is_some_and(|m| m > 0) {
             self.inner.count_inflight.store(true, Ordering::Relaxed);
         }
-        self.inner.advice.store(advice, mix, &self.inner.anchor);
+        // A fresh anchor (off the hot path: this runs on the exporter's I/O thread): the
+        // collector's expiry is wall-clock time, and the wall clock may have been stepped
+        // since the recorder started, which would make advice expire early or outlive its TTL.
+        self.inner.advice.store(advice, mix, &Anchor::new());
     }
 
     /// Requests currently in flight in the whole service (the sum over its endpoints).
