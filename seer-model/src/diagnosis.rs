@@ -152,19 +152,8 @@ impl Diagnoser {
         Diagnoser::default()
     }
 
-    /// Learns one healthy tick of `service`'s signals.
-    pub fn learn(&mut self, service: &str, signals: &[(&str, f32)]) {
-        self.fold(service, signals);
-    }
-
-    /// Learns one tick of the node's signals: call it once a tick, and only when no service
-    /// was flagged, so that contention on the node (what its baseline exists to expose) does
-    /// not become its normal.
-    pub fn learn_node(&mut self, node: &[(&str, f32)]) {
-        self.fold(NODE, node);
-    }
-
-    fn fold(&mut self, key: &str, signals: &[(&str, f32)]) {
+    /// Learns one healthy tick of `service`'s signals and of the node's.
+    pub fn learn(&mut self, service: &str, signals: &[(&str, f32)], node: &[(&str, f32)]) {
         let relevant = &mut self.relevant;
         let baselines = &mut self.baselines;
         let mut learn = |key: &str, signals: &[(&str, f32)]| {
@@ -195,7 +184,8 @@ impl Diagnoser {
                 }
             }
         };
-        learn(key, signals);
+        learn(service, signals);
+        learn(NODE, node);
     }
 
     /// Names the resource `service` is short of, from its signals and the node's.
@@ -298,11 +288,11 @@ mod tests {
                     ("runq_wait_ms_per_s", 5.0 + jitter),
                     ("queue_depth_mean", 0.2),
                 ],
+                &[
+                    ("psi_memory_some", 1.0 + jitter),
+                    ("llc_mpki", 2.0 + jitter),
+                ],
             );
-            d.learn_node(&[
-                ("psi_memory_some", 1.0 + jitter),
-                ("llc_mpki", 2.0 + jitter),
-            ]);
         }
         let cpu = d.diagnose(
             "svc",

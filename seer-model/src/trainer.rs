@@ -253,10 +253,6 @@ impl Engine {
                 }
             })
             .collect();
-        // The node's baseline learns only from ticks in which no service was flagged.
-        if risks.iter().all(|r| *r < self.cfg.threshold) {
-            self.diagnoser.learn_node(input.node);
-        }
         Ok(Prediction {
             tick: input.tick,
             model_version: self.version,
@@ -294,7 +290,7 @@ impl Engine {
         }
         let service = input.services[row].as_str();
         if risk < self.cfg.threshold {
-            self.diagnoser.learn(service, &signals);
+            self.diagnoser.learn(service, &signals, input.node);
             return None;
         }
         let mut d = self.diagnoser.diagnose(service, &signals, input.node);

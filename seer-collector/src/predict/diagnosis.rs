@@ -10,9 +10,8 @@
 //! | `network` | drops, retransmits, listen overflows | partition bandwidth (tc HTB) or raise the listen backlog |
 //! | `downstream` | a callee is at higher risk than the service; or the service's own wait on its downstream calls (`downstream_wait_ms`: latency p99 minus self-latency p99, e.g. a slow database traced as a client call) | act on the downstream service or backend named in the evidence; shed at the entry meanwhile (more CPU does not help) |
 //!
-//! The baseline is an EWMA mean and variance per (service, feature), updated only on ticks where
-//! the service was healthy, and per (node, feature), updated once a tick and only when none of
-//! the node's services was flagged. The most deviated feature names its
+//! The baseline is an EWMA mean and variance per (service, feature) and per (node, feature),
+//! updated only on ticks where the service was healthy. The most deviated feature names its
 //! resource when it is 3 standard deviations above its mean, or 1.5 and at least twice the
 //! mean (bursty counters such as throttling have a wide healthy spread); else `unknown`.
 
@@ -225,29 +224,8 @@ impl Diagnoser {
         out
     }
 
-    /// Folds a healthy tick of a service into its own baselines. Its node's baselines are
-    /// learnt once a tick, with [`Self::learn_node`].
+    /// Folds a healthy tick of a service into the baselines.
     pub fn learn(&mut self, view: &ServiceView<'_>) {
-        self.fold(&ServiceView {
-            node: None,
-            ..*view
-        });
-    }
-
-    /// Folds a tick of a node into its baselines: call it once a tick, and only when none of
-    /// the node's services was flagged, so that contention on the node (what its baselines
-    /// exist to expose) does not become its normal.
-    pub fn learn_node(&mut self, node: &str, names: &[&'static str], values: &[Option<f32>]) {
-        self.fold(&ServiceView {
-            service: "",
-            features: &[],
-            feature_names: &[],
-            node: Some((node, values)),
-            node_feature_names: names,
-        });
-    }
-
-    fn fold(&mut self, view: &ServiceView<'_>) {
         let alpha = self.alpha;
         for (key, name, v) in Self::each(view) {
             self.stats
@@ -339,29 +317,6 @@ mod tests {
             node: Some(("n1", n)),
             node_feature_names: NODE,
         }
-    }
-
-    #[test]
-    fn node_baselines_are_learnt_only_through_learn_node() {
-        let mut d = Diagnoser::new();
-        // A healthy service's ticks while its node's io pressure is high (a neighbour flagged):
-        // the node's normal must not absorb it.
-        for _ in 0..50 {
-            d.learn(&view(&[1.0, 0.0, 5.0], &[Some(40.0), None]));
-        }
-        let got = d.diagnose(&view(&[1.0, 0.0, 5.0], &[Some(40.0), None]), 0.9, &[]);
-        assert_eq!(
-            got.resource,
-            Resource::Unknown,
-            "no node baseline yet: {got:?}"
-        );
-        for i in 0..50 {
-            let j = (i % 5) as f32 * 0.1;
-            d.learn_node("n1", NODE, &[Some(0.5 + j), None]);
-        }
-        let got = d.diagnose(&view(&[1.0, 0.0, 5.0], &[Some(40.0), None]), 0.9, &[]);
-        assert_eq!(got.resource, Resource::Io, "{got:?}");
-        assert_eq!(got.evidence[0].feature, "psi_io_some");
     }
 
     #[test]

@@ -304,8 +304,6 @@ impl PredictionEngine {
         let threshold = self.policy.config().threshold;
         let node_names = crate::hw::NODE_FEATURES;
         let mut services = Vec::with_capacity(rows);
-        // Nodes of this tick's services, and whether one of their services was flagged.
-        let mut nodes: Vec<(&str, &[Option<f32>], bool)> = Vec::new();
         for (i, svc) in frame.services.iter().enumerate() {
             let risk = risk_of(svc);
             let view = ServiceView {
@@ -321,12 +319,6 @@ impl PredictionEngine {
                     .map(|(n, f)| (n.as_str(), f.as_slice())),
                 node_feature_names: node_names,
             };
-            if let Some((node, values)) = view.node {
-                match nodes.iter_mut().find(|(n, _, _)| *n == node) {
-                    Some(entry) => entry.2 |= risk >= threshold,
-                    None => nodes.push((node, values, risk >= threshold)),
-                }
-            }
             let diagnosis = if risk >= threshold {
                 let callees: Vec<(&str, f32)> = edges
                     .iter()
@@ -357,11 +349,6 @@ impl PredictionEngine {
                 resource: diagnosis.as_ref().map(|d| d.resource),
                 diagnosis,
             });
-        }
-        for (node, values, flagged) in nodes {
-            if !flagged {
-                self.diagnoser.learn_node(node, node_names, values);
-            }
         }
         let culprit = services.iter().find(|s| s.culprit);
         let record = PredictionRecord {
