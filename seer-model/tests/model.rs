@@ -248,6 +248,11 @@ fn checkpoint_round_trip_restores_weights_and_version() {
     );
 }
 
+/// What the model's status says about its checkpoint.
+fn checkpoint_error(model: &ModelHandle) -> Option<String> {
+    model.status().expect("status").checkpoint_error
+}
+
 #[test]
 fn corrupt_or_mismatched_checkpoints_give_a_fresh_model() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -288,11 +293,7 @@ fn corrupt_or_mismatched_checkpoints_give_a_fresh_model() {
     ] {
         std::fs::write(&path, bytes).expect("write");
         let model = ModelHandle::spawn(tiny().with_checkpoint(&path)).expect("spawn");
-        let err = model
-            .status()
-            .expect("status")
-            .checkpoint_error
-            .expect("reported");
+        let err = checkpoint_error(&model).expect("reported");
         assert!(err.contains("corrupt"), "{err}");
     }
 
@@ -302,11 +303,7 @@ fn corrupt_or_mismatched_checkpoints_give_a_fresh_model() {
         .with_features(["queue_depth_mean", "runq_wait_ms_per_s"])
         .with_checkpoint(&path);
     let model = ModelHandle::spawn(other).expect("spawn");
-    let err = model
-        .status()
-        .expect("status")
-        .checkpoint_error
-        .expect("reported");
+    let err = checkpoint_error(&model).expect("reported");
     assert!(err.contains("does not fit"), "{err}");
 }
 
@@ -330,19 +327,15 @@ fn an_unreadable_checkpoint_stays_in_place_and_a_failed_save_is_reported_until_o
     // A save that fails is reported until one succeeds.
     let model =
         ModelHandle::spawn(tiny().with_train_every(0).with_checkpoint(&path)).expect("spawn");
-    assert_eq!(model.status().expect("status").checkpoint_error, None);
+    assert_eq!(checkpoint_error(&model), None);
     std::fs::create_dir(&path).expect("mkdir");
     model.save().expect_err("cannot replace a folder");
-    let err = model
-        .status()
-        .expect("status")
-        .checkpoint_error
-        .expect("reported");
+    let err = checkpoint_error(&model).expect("reported");
     assert!(err.contains("i/o"), "{err}");
     std::fs::remove_dir(&path).expect("rmdir");
     model.save().expect("save");
     assert!(path.is_file());
-    assert_eq!(model.status().expect("status").checkpoint_error, None);
+    assert_eq!(checkpoint_error(&model), None);
 }
 
 #[test]

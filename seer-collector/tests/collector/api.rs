@@ -315,6 +315,16 @@ async fn labels_graph_and_span_derived_windows() {
     h.running.shutdown().await.unwrap();
 }
 
+/// The ticks of a long poll's `since`, in order.
+fn since_ticks(v: &serde_json::Value) -> Vec<u64> {
+    v["since"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tick"].as_u64().unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predictions_long_poll_answers_with_each_new_tick() {
     let ticks = Arc::new(Mutex::new((0, 0)));
@@ -357,12 +367,7 @@ async fn predictions_long_poll_answers_with_each_new_tick() {
         let t = v["latest"]["tick"].as_u64().unwrap();
         assert!(t > last, "after={last} answered with tick {t}");
         // `since` holds every prediction after `last` (none skipped), ending at `latest`.
-        let since: Vec<u64> = v["since"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["tick"].as_u64().unwrap())
-            .collect();
+        let since = since_ticks(&v);
         assert_eq!(since.last(), Some(&t));
         // Every tick is predicted, so following `since` from answer to answer sees each one.
         assert_eq!(since[0], last + 1, "a prediction skipped");
@@ -376,12 +381,7 @@ async fn predictions_long_poll_answers_with_each_new_tick() {
             let v = get(addr, &format!("/v1/predictions?after={behind}&wait_ms=0"))
                 .await
                 .json();
-            let ticks: Vec<u64> = v["since"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["tick"].as_u64().unwrap())
-                .collect();
+            let ticks = since_ticks(&v);
             assert!(ticks.len() <= seer_collector::pipeline::RECENT_PREDICTIONS);
             assert!(ticks.iter().all(|t| *t > behind));
             assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
