@@ -58,6 +58,12 @@ pub mod names {
     pub const VIOLATION_TICKS: &str = "seer_violation_ticks_total";
     /// Prediction long polls waiting now (each holds a connection).
     pub const PREDICTION_POLLS: &str = "seer_prediction_polls_waiting";
+    /// Spans seen by the services' SDKs, by service and outcome (as the SDKs report them).
+    pub const SDK_SPANS: &str = "seer_sdk_spans_total";
+    /// Items dropped inside the services' SDKs, by service and reason.
+    pub const SDK_DROPPED: &str = "seer_sdk_dropped_total";
+    /// Export requests the services' SDKs gave up on after retries, by service.
+    pub const SDK_FAILED_EXPORTS: &str = "seer_sdk_failed_exports_total";
 }
 
 /// Where a dropped item was dropped.
@@ -155,6 +161,7 @@ pub struct Metrics {
     violation_ticks: AtomicU64,
     polls_waiting: AtomicU64,
     counters: std::sync::Mutex<Vec<(String, bool)>>,
+    sdk: std::sync::Mutex<Vec<(String, seer_proto::SdkCounters)>>,
 }
 
 impl Metrics {
@@ -469,7 +476,105 @@ impl Metrics {
                 ));
             }
         }
+        if let Ok(sdk) = self.sdk.lock() {
+            render_sdk(&sdk, &mut w);
+        }
         out
+    }
+
+    /// The SDK counters a service's processes last reported (summed over its processes).
+    pub fn sdk_counters(&self, service: &str) -> Option<seer_proto::SdkCounters> {
+        self.sdk
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(s, _)| s == service)
+            .map(|(_, c)| c.clone())
+    }
+}
+
+/// Renders the services' own pipeline counters, one series per service and outcome or reason.
+fn render_sdk(sdk: &[(String, seer_proto::SdkCounters)], w: &mut impl FnMut(String)) {
+    let head = |name: &str, help: &str| format!("# HELP {name} {help}\n# TYPE {name} counter");
+    w(head(
+        names::SDK_SPANS,
+        "Spans the services' SDKs recorded, exported, or kept only in window stats (unsampled).",
+    ));
+    for (service, c) in sdk {
+        let service = escape_label(service);
+        for (outcome, v) in [
+            ("recorded", c.recorded),
+            ("exported", c.exported),
+            ("unsampled", c.unsampled),
+        ] {
+            w(format!(
+                "{}{{service=\"{service}\",outcome=\"{outcome}\"}} {v}",
+                names::SDK_SPANS
+            ));
+        }
+    }
+    w(head(
+        names::SDK_DROPPED,
+        "Spans (window_backlog: requests' window stats) the services' SDKs dropped, by reason.",
+    ));
+    for (service, c) in sdk {
+        let service = escape_label(service);
+        for (reason, v) in [
+            ("buffer_full", c.dropped_buffer_full),
+            ("queue_full", c.dropped_queue_full),
+            ("rejected", c.dropped_rejected),
+            ("export_failed", c.dropped_export_failed),
+            ("window_backlog", c.dropped_window_backlog),
+        ] {
+            w(format!(
+                "{}{{service=\"{service}\",reason=\"{reason}\"}} {v}",
+                names::SDK_DROPPED
+            ));
+        }
+    }
+    w(head(
+        names::SDK_FAILED_EXPORTS,
+        "Export requests the services' SDKs gave up on after retries.",
+    ));
+    for (service, c) in sdk {
+        w(format!(
+            "{}{{service=\"{}\"}} {}",
+            names::SDK_FAILED_EXPORTS,
+            escape_label(service),
+            c.failed_exports
+        ));
+    }
+}
+
+/// Escapes a Prometheus label value (backslash, double quote, line feed).
+fn escape_label(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The services' SDKs reported their pipeline counters (the aggregator's view after a tick).
+#[derive(Debug)]
+pub struct SdkCountersReported {
+    /// Per service, the sum over its processes of each one's newest report.
+    pub services: Vec<(String, seer_proto::SdkCounters)>,
+}
+impl SdkCountersReported {
+    /// Records the event.
+    pub fn emit(self, m: &Metrics) {
+        if let Ok(mut s) = m.sdk.lock() {
+            *s = self.services;
+        }
     }
 }
 
@@ -757,7 +862,28 @@ mod tests {
             counters: &[("cycles".into(), false)],
         }
         .emit(&m);
+        SdkCountersReported {
+            services: vec![(
+                "cart \"eu\"\\1".into(),
+                seer_proto::SdkCounters {
+                    recorded: 10,
+                    dropped_window_backlog: 4,
+                    ..Default::default()
+                },
+            )],
+        }
+        .emit(&m);
         let text = m.render();
+        assert!(text.contains(
+            "seer_sdk_spans_total{service=\"cart \\\"eu\\\"\\\\1\",outcome=\"recorded\"} 10"
+        ));
+        assert!(text.contains(
+            "seer_sdk_dropped_total{service=\"cart \\\"eu\\\"\\\\1\",reason=\"window_backlog\"} 4"
+        ));
+        assert_eq!(
+            m.sdk_counters("cart \"eu\"\\1").map(|c| c.recorded),
+            Some(10)
+        );
         assert!(text.contains("seer_spans_received_total{format=\"json\"} 3"));
         assert!(text.contains("seer_requests_rejected_total{status=\"413\"} 1"));
         assert!(text.contains("seer_dropped_total{stage=\"late_window\"} 2"));

@@ -23,7 +23,8 @@ use crate::hw::{NodeSample, TargetMap};
 use crate::ingest::budget::Budget;
 use crate::ingest::{Pending, now_unix_ns};
 use crate::internal_events::{
-    AlertEmitted, DropStage, Dropped, Metrics, PredictionMade, QueueFill, TickClosed,
+    AlertEmitted, DropStage, Dropped, Metrics, PredictionMade, QueueFill, SdkCountersReported,
+    TickClosed,
 };
 use crate::predict::PredictorStats;
 use crate::predict::advice::Advice;
@@ -307,6 +308,10 @@ pub fn run_aggregator(
                 })
                 .collect();
         }
+        SdkCountersReported {
+            services: agg.sdk_counters(),
+        }
+        .emit(metrics);
         let d = agg.drops();
         for (stage, now, before) in [
             (DropStage::LateWindow, d.late, reported.late),

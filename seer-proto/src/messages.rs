@@ -102,7 +102,8 @@ pub struct SdkCounters {
     /// Spans dropped because a per-thread buffer was full.
     #[prost(uint64, tag = "3")]
     pub dropped_buffer_full: u64,
-    /// Spans dropped because the export queue was full (collector slow or down).
+    /// Spans dropped because the export queue was full (collector slow or down). SDKs before
+    /// wire fields 7-9 also counted rejected and failed exports here.
     #[prost(uint64, tag = "4")]
     pub dropped_queue_full: u64,
     /// Spans not sampled (kept only in the window stats).
@@ -111,6 +112,16 @@ pub struct SdkCounters {
     /// Export requests that failed after retries.
     #[prost(uint64, tag = "6")]
     pub failed_exports: u64,
+    /// Spans the collector refused outright (a 4xx other than 429).
+    #[prost(uint64, tag = "7")]
+    pub dropped_rejected: u64,
+    /// Spans in export requests that failed after retries, or that shutdown could not flush.
+    #[prost(uint64, tag = "8")]
+    pub dropped_export_failed: u64,
+    /// Requests whose window stats were dropped because no worker collected a thread's windows
+    /// (the per-thread backlog is capped).
+    #[prost(uint64, tag = "9")]
+    pub dropped_window_backlog: u64,
 }
 
 /// The collector's advice for one service, the reply body of a window post.

@@ -156,9 +156,12 @@ impl Counters {
             recorded: s.recorded,
             exported: s.exported,
             dropped_buffer_full: s.dropped_buffer_full,
-            dropped_queue_full: s.dropped_queue_full + s.dropped_rejected + s.dropped_export_failed,
+            dropped_queue_full: s.dropped_queue_full,
             unsampled: s.unsampled,
             failed_exports: s.failed_requests,
+            dropped_rejected: s.dropped_rejected,
+            dropped_export_failed: s.dropped_export_failed,
+            dropped_window_backlog: s.dropped_window_backlog,
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::hw::{NodeSample, ServiceHw};
 use crate::ingest::otlp::{DecodedBatch, kind};
 use crate::predict::FEATURES;
 use crate::predict::thread::{FrameRow, FrameVerdict, TickFrame};
-use seer_proto::{EndpointWindow, Histogram, WindowBatch};
+use seer_proto::{EndpointWindow, Histogram, SdkCounters, WindowBatch};
 
 pub use qos::{Episode, QosEvaluator, QosVerdict};
 pub use ring::FeatureRing;
@@ -183,8 +183,52 @@ struct ServiceInfo {
     node: Option<String>,
     native_tick: Option<u64>,
     last_tick: u64,
-    /// SDK processes of this service: (pid, newest tick they posted a window for).
-    instances: Vec<(u32, u64)>,
+    /// SDK processes of this service.
+    instances: Vec<Instance>,
+}
+
+/// One SDK process of a service.
+#[derive(Debug, Clone)]
+struct Instance {
+    pid: u32,
+    /// Newest tick it posted a window for.
+    last: u64,
+    /// Its cumulative pipeline counters: each field the largest it has reported (batches
+    /// retried out of order cannot move a counter back).
+    sdk: Option<SdkCounters>,
+}
+
+/// Field-wise maximum of two reports of the same cumulative counters.
+fn newest_counters(a: &SdkCounters, b: &SdkCounters) -> SdkCounters {
+    SdkCounters {
+        recorded: a.recorded.max(b.recorded),
+        exported: a.exported.max(b.exported),
+        dropped_buffer_full: a.dropped_buffer_full.max(b.dropped_buffer_full),
+        dropped_queue_full: a.dropped_queue_full.max(b.dropped_queue_full),
+        unsampled: a.unsampled.max(b.unsampled),
+        failed_exports: a.failed_exports.max(b.failed_exports),
+        dropped_rejected: a.dropped_rejected.max(b.dropped_rejected),
+        dropped_export_failed: a.dropped_export_failed.max(b.dropped_export_failed),
+        dropped_window_backlog: a.dropped_window_backlog.max(b.dropped_window_backlog),
+    }
+}
+
+/// Field-wise sum of two processes' counters.
+fn add_counters(a: &mut SdkCounters, b: &SdkCounters) {
+    // Saturating: the values come from the network.
+    for (x, y) in [
+        (&mut a.recorded, b.recorded),
+        (&mut a.exported, b.exported),
+        (&mut a.dropped_buffer_full, b.dropped_buffer_full),
+        (&mut a.dropped_queue_full, b.dropped_queue_full),
+        (&mut a.unsampled, b.unsampled),
+        (&mut a.failed_exports, b.failed_exports),
+        (&mut a.dropped_rejected, b.dropped_rejected),
+        (&mut a.dropped_export_failed, b.dropped_export_failed),
+        (&mut a.dropped_window_backlog, b.dropped_window_backlog),
+    ] {
+        *x = x.saturating_add(y);
+    }
 }
 
 /// Everything one closed tick produces.
@@ -295,6 +339,23 @@ impl Aggregator {
             .collect()
     }
 
+    /// Each service's SDK pipeline counters (recorded, exported, dropped by reason): the sum,
+    /// over the processes it still tracks, of each one's newest report. A process forgotten
+    /// after a restart leaves the sum, which Prometheus reads as a counter reset.
+    pub fn sdk_counters(&self) -> Vec<(String, SdkCounters)> {
+        self.services
+            .iter()
+            .filter_map(|s| {
+                let mut reports = s.instances.iter().filter_map(|i| i.sdk.as_ref());
+                let mut total = reports.next()?.clone();
+                for r in reports {
+                    add_counters(&mut total, r);
+                }
+                Some((s.name.clone(), total))
+            })
+            .collect()
+    }
+
     fn name(&self, id: u32) -> &str {
         self.services
             .get(id as usize)
@@ -351,14 +412,27 @@ impl Aggregator {
             let info = &mut self.services[id as usize];
             info.native_tick = Some(info.native_tick.unwrap_or(0).max(tick));
             info.last_tick = info.last_tick.max(tick);
-            match info.instances.iter_mut().find(|(p, _)| *p == batch.pid) {
-                Some((_, last)) => *last = (*last).max(tick),
+            match info.instances.iter_mut().find(|i| i.pid == batch.pid) {
+                Some(i) => {
+                    i.last = i.last.max(tick);
+                    if let Some(c) = &batch.sdk {
+                        i.sdk = Some(
+                            i.sdk
+                                .as_ref()
+                                .map_or_else(|| c.clone(), |old| newest_counters(old, c)),
+                        );
+                    }
+                }
                 None => {
                     // Forget processes that have been silent for long (restarts bring new pids).
                     let ttl = self.cfg.service_ttl_ticks;
                     info.instances
-                        .retain(|(_, last)| tick.saturating_sub(*last) <= ttl);
-                    info.instances.push((batch.pid, tick));
+                        .retain(|i| tick.saturating_sub(i.last) <= ttl);
+                    info.instances.push(Instance {
+                        pid: batch.pid,
+                        last: tick,
+                        sdk: batch.sdk.clone(),
+                    });
                 }
             }
             let n = if batch.node.is_empty() {
@@ -564,12 +638,16 @@ impl Aggregator {
             if info.native_tick.is_none_or(|t| t < since) {
                 return false;
             }
-            for (pid, last) in &info.instances {
-                if *last < since {
+            for inst in &info.instances {
+                if inst.last < since {
                     continue;
                 }
                 expected += 1;
-                if !st.posted.iter().any(|p| p.0 as usize == id && p.1 == *pid) {
+                if !st
+                    .posted
+                    .iter()
+                    .any(|p| p.0 as usize == id && p.1 == inst.pid)
+                {
                     return false;
                 }
             }

@@ -344,3 +344,54 @@ fn early_close_off_waits_for_the_watermark() {
     assert!(!a.early_ready(13 * TICK + 1));
     assert!(a.advance(13 * TICK + 1).is_empty());
 }
+
+/// Posts one window of `service`'s process `pid` for `tick` carrying SDK counters.
+fn post_counters(a: &mut Aggregator, service: &str, pid: u32, tick: u64, c: SdkCounters) {
+    let mut b = window(service, tick, "GET /", &[5], 0.0);
+    b.pid = pid;
+    b.sdk = Some(c);
+    a.on_windows(&b, None, tick * TICK);
+}
+
+#[test]
+fn sdk_counters_sum_each_process_newest_report() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    let c = |recorded, backlog| SdkCounters {
+        recorded,
+        exported: recorded / 2,
+        dropped_window_backlog: backlog,
+        ..Default::default()
+    };
+    post_counters(&mut a, "a", 1, 10, c(100, 1));
+    post_counters(&mut a, "a", 2, 10, c(40, 0));
+    post_counters(&mut a, "a", 1, 11, c(130, 3));
+    // A retried batch from before arrives late: counters never move back.
+    post_counters(&mut a, "a", 1, 10, c(120, 2));
+    // A process that sends no counters (an older SDK) is not a service with counters.
+    post(&mut a, "b", 7, 11, 11 * TICK);
+    let got = a.sdk_counters();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "a");
+    assert_eq!(got[0].1.recorded, 170);
+    assert_eq!(got[0].1.exported, 65 + 20);
+    assert_eq!(got[0].1.dropped_window_backlog, 3);
+}
+
+#[test]
+fn sdk_counters_saturate_and_forget_processes_gone_past_the_ttl() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    let big = SdkCounters {
+        recorded: u64::MAX - 1,
+        ..Default::default()
+    };
+    post_counters(&mut a, "a", 1, 10, big.clone());
+    post_counters(&mut a, "a", 2, 10, big);
+    assert_eq!(a.sdk_counters()[0].1.recorded, u64::MAX);
+    // Pid 3 starts long after 1 and 2 went silent (ttl 100 ticks): only its counters remain.
+    let fresh = SdkCounters {
+        recorded: 5,
+        ..Default::default()
+    };
+    post_counters(&mut a, "a", 3, 500, fresh);
+    assert_eq!(a.sdk_counters()[0].1.recorded, 5);
+}

@@ -41,6 +41,22 @@ async fn sdk_exporter_end_to_end() {
     }
     // Keep the exporter running a few ticks so a window post brings advice back.
     let got_advice = eventually(20, || async { recorder.advice().is_some() }).await;
+    // The SDK's own counters ride on its window posts and show on the collector's /metrics.
+    let reported = eventually(40, || async {
+        h.running
+            .metrics()
+            .sdk_counters("checkout")
+            .is_some_and(|c| c.recorded == 20 && c.exported == 20)
+    })
+    .await;
+    let sdk = h.running.metrics().sdk_counters("checkout");
+    assert!(reported, "sdk counters at the collector: {sdk:?}");
+    let text = String::from_utf8(get(h.addr, "/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        text.contains("seer_sdk_spans_total{service=\"checkout\",outcome=\"exported\"} 20"),
+        "{text}"
+    );
+    assert!(text.contains("seer_sdk_dropped_total{service=\"checkout\",reason=\"queue_full\"} 0"));
     tokio::task::spawn_blocking(move || handle.shutdown(Duration::from_secs(3)).unwrap())
         .await
         .unwrap();
