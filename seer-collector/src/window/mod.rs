@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use self::hash::FastMap;
+use self::hash::{FastMap, FxBuildHasher};
 use crate::config::{Config, QosSpec};
 use crate::hw::{NodeSample, ServiceHw};
 use crate::ingest::otlp::{DecodedBatch, kind};
@@ -30,6 +30,11 @@ pub use traces::{Edge, MiniSpan, ServiceGraph, TraceAssembler};
 
 /// Most endpoints tracked per service and tick (more are folded into the service totals only).
 pub const MAX_ENDPOINTS: usize = 64;
+
+/// Most SDK processes tracked per service. A new one past the cap replaces the one that posted
+/// least recently; nothing of its data is lost, but early close no longer waits for it and its
+/// SDK counters leave the service's sum.
+pub const MAX_INSTANCES: usize = 256;
 
 /// A fault record handed in by a controlled run (`POST /v1/labels`): the ground-truth culprit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,7 +179,7 @@ struct TickState {
     services: FastMap<u32, ServiceAcc>,
     qos: Vec<Histogram>,
     /// (service, pid) of every native window batch merged into this tick.
-    posted: Vec<(u32, u32)>,
+    posted: HashSet<(u32, u32), FxBuildHasher>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -397,7 +402,7 @@ impl Aggregator {
         self.open.entry(tick).or_insert_with(|| TickState {
             services: FastMap::default(),
             qos: vec![Histogram::new_latency(); n],
-            posted: Vec::new(),
+            posted: HashSet::default(),
         })
     }
 
@@ -405,16 +410,21 @@ impl Aggregator {
     /// `node` is the sender's node when the batch names none.
     pub fn on_windows(&mut self, batch: &WindowBatch, node: Option<&str>, now_ns: u64) {
         let tick = batch.tick_start_unix_ns / self.cfg.tick_ns.max(1);
+        let now_tick = now_ns / self.cfg.tick_ns.max(1);
         let Some(id) = self.intern(&batch.service) else {
             return;
         };
         {
+            // The process is alive now, whatever tick it claims: a window from the future (a
+            // clock stepped on its host, or a bogus post) is dropped below, and must not keep
+            // the service "active" until that tick comes.
+            let seen = tick.min(now_tick);
             let info = &mut self.services[id as usize];
-            info.native_tick = Some(info.native_tick.unwrap_or(0).max(tick));
-            info.last_tick = info.last_tick.max(tick);
+            info.native_tick = Some(info.native_tick.unwrap_or(0).max(seen));
+            info.last_tick = info.last_tick.max(seen);
             match info.instances.iter_mut().find(|i| i.pid == batch.pid) {
                 Some(i) => {
-                    i.last = i.last.max(tick);
+                    i.last = i.last.max(seen);
                     if let Some(c) = &batch.sdk {
                         i.sdk = Some(
                             i.sdk
@@ -427,10 +437,22 @@ impl Aggregator {
                     // Forget processes that have been silent for long (restarts bring new pids).
                     let ttl = self.cfg.service_ttl_ticks;
                     info.instances
-                        .retain(|i| tick.saturating_sub(i.last) <= ttl);
+                        .retain(|i| seen.saturating_sub(i.last) <= ttl);
+                    // Past the cap (pid churn, pre-fork workers, a client making pids up) the
+                    // stalest process makes room: early close then waits for fewer processes.
+                    if info.instances.len() >= MAX_INSTANCES
+                        && let Some(stalest) = info
+                            .instances
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, i)| i.last)
+                            .map(|(k, _)| k)
+                    {
+                        info.instances.swap_remove(stalest);
+                    }
                     info.instances.push(Instance {
                         pid: batch.pid,
-                        last: tick,
+                        last: seen,
                         sdk: batch.sdk.clone(),
                     });
                 }
@@ -446,7 +468,7 @@ impl Aggregator {
                 info.node = Some(n.to_owned());
             }
         }
-        if !self.admit_tick(tick, now_ns / self.cfg.tick_ns.max(1)) {
+        if !self.admit_tick(tick, now_tick) {
             return;
         }
         let qos_idx: Vec<Vec<usize>> = batch
@@ -459,9 +481,7 @@ impl Aggregator {
             })
             .collect();
         let st = self.state(tick);
-        if !st.posted.contains(&(id, batch.pid)) {
-            st.posted.push((id, batch.pid));
-        }
+        st.posted.insert((id, batch.pid));
         let acc = st.services.entry(id).or_default();
         acc.native = true;
         for (w, specs) in batch.windows.iter().zip(qos_idx) {
@@ -496,7 +516,8 @@ impl Aggregator {
         if derive.iter().any(|d| *d) {
             for s in &batch.spans {
                 if !s.is_root() && matches!(s.kind, kind::CLIENT | kind::PRODUCER) {
-                    *blocked.entry(s.parent_id).or_default() += s.duration_ns();
+                    let b = blocked.entry(s.parent_id).or_default();
+                    *b = b.saturating_add(s.duration_ns());
                 }
             }
         }
@@ -552,17 +573,17 @@ impl Aggregator {
                 }
             }
             let acc = st.services.entry(id).or_default();
-            acc.arrivals += 1;
-            acc.completions += 1;
-            acc.errors += u64::from(s.error);
-            acc.busy_ns += dur;
-            acc.self_busy_ns += self_ns;
+            acc.arrivals = acc.arrivals.saturating_add(1);
+            acc.completions = acc.completions.saturating_add(1);
+            acc.errors = acc.errors.saturating_add(u64::from(s.error));
+            acc.busy_ns = acc.busy_ns.saturating_add(dur);
+            acc.self_busy_ns = acc.self_busy_ns.saturating_add(self_ns);
             acc.latency.record_ns(dur);
             acc.self_latency.record_ns(self_ns);
             let bump = |ep: &mut EndpointAcc| {
-                ep.arrivals += 1;
-                ep.completions += 1;
-                ep.errors += u64::from(s.error);
+                ep.arrivals = ep.arrivals.saturating_add(1);
+                ep.completions = ep.completions.saturating_add(1);
+                ep.errors = ep.errors.saturating_add(u64::from(s.error));
                 ep.latency.record_ns(dur);
             };
             if let Some(ep) = acc.endpoints.get_mut(name) {
@@ -643,11 +664,8 @@ impl Aggregator {
                     continue;
                 }
                 expected += 1;
-                if !st
-                    .posted
-                    .iter()
-                    .any(|p| p.0 as usize == id && p.1 == inst.pid)
-                {
+                let key = (u32::try_from(id).unwrap_or(u32::MAX), inst.pid);
+                if !st.posted.contains(&key) {
                     return false;
                 }
             }
@@ -836,11 +854,13 @@ fn q(h: &Histogram, quantile: f64) -> Option<f64> {
     (!h.is_empty()).then(|| ms(h.quantile_ns(quantile)))
 }
 
+/// Merges one endpoint window into its service's tick. Counts saturate: they come from the
+/// network.
 fn merge_window(acc: &mut ServiceAcc, w: &EndpointWindow, latency: &Histogram) {
-    acc.arrivals += w.arrivals;
-    acc.completions += w.completions;
-    acc.errors += w.errors;
-    acc.shed += w.shed;
+    acc.arrivals = acc.arrivals.saturating_add(w.arrivals);
+    acc.completions = acc.completions.saturating_add(w.completions);
+    acc.errors = acc.errors.saturating_add(w.errors);
+    acc.shed = acc.shed.saturating_add(w.shed);
     if w.inflight_mean.is_finite() {
         acc.inflight += w.inflight_mean.max(0.0);
     }
@@ -859,9 +879,9 @@ fn merge_window(acc: &mut ServiceAcc, w: &EndpointWindow, latency: &Histogram) {
     }
     if acc.endpoints.len() < MAX_ENDPOINTS || acc.endpoints.contains_key(&w.endpoint) {
         let ep = acc.endpoints.entry(w.endpoint.clone()).or_default();
-        ep.arrivals += w.arrivals;
-        ep.completions += w.completions;
-        ep.errors += w.errors;
+        ep.arrivals = ep.arrivals.saturating_add(w.arrivals);
+        ep.completions = ep.completions.saturating_add(w.completions);
+        ep.errors = ep.errors.saturating_add(w.errors);
         let _ = ep.latency.merge(latency);
     }
 }

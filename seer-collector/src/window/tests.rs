@@ -395,3 +395,50 @@ fn sdk_counters_saturate_and_forget_processes_gone_past_the_ttl() {
     post_counters(&mut a, "a", 3, 500, fresh);
     assert_eq!(a.sdk_counters()[0].1.recorded, 5);
 }
+
+#[test]
+fn a_window_from_the_future_is_dropped_and_does_not_keep_its_service_active() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    a.on_windows(&window("a", 10, "GET /", &[5], 0.0), None, 10 * TICK);
+    // An hour ahead (a clock stepped on the sender's host).
+    a.on_windows(&window("a", 36_010, "GET /", &[5], 0.0), None, 10 * TICK);
+    assert_eq!(a.drops().future, 1);
+    let last = a.services().into_iter().find(|s| s.0 == "a").map(|s| s.3);
+    assert_eq!(last, Some(10));
+    // Silent past its ttl (100 ticks), the service leaves the frames.
+    let closed = a.advance(300 * TICK);
+    let newest = closed.last().unwrap();
+    assert!(
+        newest.frame.services.is_empty(),
+        "{:?}",
+        newest.frame.services
+    );
+}
+
+#[test]
+fn counts_from_the_network_saturate_instead_of_overflowing() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    let mut b = window("a", 10, "GET /", &[5], 0.0);
+    b.windows[0].arrivals = u64::MAX;
+    b.windows[0].errors = u64::MAX;
+    a.on_windows(&b, None, 10 * TICK);
+    b.pid = 2;
+    a.on_windows(&b, None, 10 * TICK);
+    let closed = a.advance(13 * TICK);
+    assert_eq!(closed[0].windows[0].arrivals, u64::MAX);
+    assert_eq!(closed[0].windows[0].errors, u64::MAX);
+}
+
+#[test]
+fn processes_past_the_cap_replace_the_stalest() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    let one = SdkCounters {
+        recorded: 1,
+        ..Default::default()
+    };
+    for pid in 0..(MAX_INSTANCES as u32 + 44) {
+        post_counters(&mut a, "a", pid, 10 + u64::from(pid) / 100, one.clone());
+    }
+    let got = a.sdk_counters();
+    assert_eq!(got[0].1.recorded, MAX_INSTANCES as u64);
+}
