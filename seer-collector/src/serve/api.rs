@@ -106,6 +106,13 @@ impl Range {
     }
 }
 
+/// The ticks `[first, end)` that overlap the time range `[from, to)`: the tick holding `from`
+/// and every tick that began before `to`.
+fn tick_range(from: u64, to: u64, tick_ns: u64) -> (u64, u64) {
+    let tick_ns = tick_ns.max(1);
+    (from / tick_ns, to.div_ceil(tick_ns))
+}
+
 fn store(state: &AppState) -> Result<std::sync::Arc<Store>, ApiError> {
     state
         .store
@@ -185,8 +192,8 @@ pub async fn predictions(
     }
     let (from, to, limit) = q.bounds(60_000_000_000)?;
     let st = store(&state)?;
-    let tick = state.cfg.tick_ns().max(1);
-    let recs = blocking(move || Ok(st.predictions(from / tick, to / tick, limit)?)).await?;
+    let (first, end) = tick_range(from, to, state.cfg.tick_ns());
+    let recs = blocking(move || Ok(st.predictions(first, end, limit)?)).await?;
     Ok(Json(json!({ "predictor": predictor, "predictions": recs })).into_response())
 }
 
@@ -255,9 +262,8 @@ pub async fn windows(
     let service = q.required_service()?;
     let (from, to, limit) = q.bounds(60_000_000_000)?;
     let st = store(&state)?;
-    let tick = state.cfg.tick_ns().max(1);
-    let w =
-        blocking(move || Ok(st.windows(&service, from / tick, to.div_ceil(tick), limit)?)).await?;
+    let (first, end) = tick_range(from, to, state.cfg.tick_ns());
+    let w = blocking(move || Ok(st.windows(&service, first, end, limit)?)).await?;
     Ok(Json(json!({ "windows": w })).into_response())
 }
 
@@ -525,6 +531,15 @@ mod tests {
         assert!(parse_trace_id("00000000000000000000000000000000").is_none());
         assert!(parse_trace_id("0123").is_none());
         assert!(parse_trace_id("zz23456789abcdef0123456789abcdef").is_none());
+    }
+
+    #[test]
+    fn a_range_takes_every_tick_it_overlaps() {
+        // 100 ns ticks: [250, 420) overlaps ticks 2, 3 and 4 (4 began at 400, before 420).
+        assert_eq!(tick_range(250, 420, 100), (2, 5));
+        // A tick that begins exactly at `to` is out.
+        assert_eq!(tick_range(200, 400, 100), (2, 4));
+        assert_eq!(tick_range(0, 0, 0), (0, 0));
     }
 
     #[tokio::test]

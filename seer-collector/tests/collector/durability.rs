@@ -97,12 +97,12 @@ async fn kill_9_mid_write_loses_nothing_acknowledged() {
             }
         }));
     }
-    // Let the writers get going (at least one acknowledged batch), then kill mid-stream.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while acked.lock().unwrap().len() < 5 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Let the writers get going (more than 10 acknowledged batches, however slow the disk),
+    // then kill mid-stream: the four writers keep posting until the kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() <= 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
