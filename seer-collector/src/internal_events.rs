@@ -675,10 +675,6 @@ impl IngestMemory {
     pub fn emit(self, m: &Metrics) {
         m.ingest_bytes.store(self.in_use, Relaxed);
         m.ingest_budget.store(self.budget, Relaxed);
-        m.queue_fill_milli[0].store(
-            self.in_use.saturating_mul(1000) / self.budget.max(1),
-            Relaxed,
-        );
     }
 }
 
@@ -873,7 +869,21 @@ mod tests {
             )],
         }
         .emit(&m);
+        // The ingest budget has its own gauges; the store queue's fill stays the store's.
+        QueueFill {
+            queue: 0,
+            len: 1,
+            capacity: 4,
+        }
+        .emit(&m);
+        IngestMemory {
+            in_use: 3,
+            budget: 4,
+        }
+        .emit(&m);
         let text = m.render();
+        assert!(text.contains("seer_queue_fill_ratio{queue=\"store\"} 0.25"), "{text}");
+        assert!(text.contains("seer_ingest_bytes_in_use 3"));
         assert!(text.contains(
             "seer_sdk_spans_total{service=\"cart \\\"eu\\\"\\\\1\",outcome=\"recorded\"} 10"
         ));
