@@ -159,6 +159,14 @@ impl Collector {
             agent,
         } = self;
         cfg.validate()?;
+        // Bind before anything else starts: a port in use is the commonest start-up error, and
+        // it must not leave a store open and threads running behind it.
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
         let cfg = Arc::new(cfg);
         let metrics = Arc::new(Metrics::new());
         let memory = cfg.memory_limit_bytes();
@@ -333,12 +341,6 @@ impl Collector {
             node,
             shutdown: shutdown_rx.clone(),
         };
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
         let addr = listener.local_addr()?;
         let app = serve::router(state.clone());
         let server = tokio::spawn(serve::serve(

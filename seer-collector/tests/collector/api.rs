@@ -427,3 +427,22 @@ async fn predictions_long_poll_answers_with_each_new_tick() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["since"], serde_json::json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_fails_start_before_the_store_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.listen = taken.local_addr().unwrap();
+    let err = seer_collector::Collector::new(cfg).start().await.unwrap_err();
+    assert!(
+        matches!(err, seer_collector::StartError::Bind { .. }),
+        "{err}"
+    );
+    // Nothing was left holding the store: a second start on a free port opens it.
+    let running = seer_collector::Collector::new(config(dir.path()))
+        .start()
+        .await
+        .unwrap();
+    running.shutdown().await.unwrap();
+}
