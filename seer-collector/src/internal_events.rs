@@ -882,7 +882,10 @@ mod tests {
         }
         .emit(&m);
         let text = m.render();
-        assert!(text.contains("seer_queue_fill_ratio{queue=\"store\"} 0.25"), "{text}");
+        assert!(
+            text.contains("seer_queue_fill_ratio{queue=\"store\"} 0.25"),
+            "{text}"
+        );
         assert!(text.contains("seer_ingest_bytes_in_use 3"));
         assert!(text.contains(
             "seer_sdk_spans_total{service=\"cart \\\"eu\\\"\\\\1\",outcome=\"recorded\"} 10"

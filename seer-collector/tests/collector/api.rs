@@ -434,7 +434,10 @@ async fn a_port_in_use_fails_start_before_the_store_is_opened() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut cfg = config(dir.path());
     cfg.listen = taken.local_addr().unwrap();
-    let err = seer_collector::Collector::new(cfg).start().await.unwrap_err();
+    let err = seer_collector::Collector::new(cfg)
+        .start()
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, seer_collector::StartError::Bind { .. }),
         "{err}"
