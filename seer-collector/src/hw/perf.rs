@@ -69,10 +69,10 @@ mod imp {
 
     pub(super) fn open(
         name: &'static str,
-        cpus: usize,
+        cpus: &[usize],
     ) -> Result<Vec<perf_event::Counter>, String> {
-        let mut out = Vec::with_capacity(cpus);
-        for cpu in 0..cpus {
+        let mut out = Vec::with_capacity(cpus.len());
+        for &cpu in cpus {
             let mut b = Builder::new(Software::DUMMY);
             let Some(set) = event(name) else {
                 return Err("unknown counter".into());
@@ -111,10 +111,10 @@ impl CounterSource for PerfSource {
     fn probe(&mut self) -> Vec<(&'static str, Result<(), String>)> {
         #[cfg(target_os = "linux")]
         {
-            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            let cpus = online_cpus();
             PERF_COUNTERS
                 .iter()
-                .map(|name| match imp::open(name, cpus) {
+                .map(|name| match imp::open(name, &cpus) {
                     Ok(c) => {
                         self.inner.counters.push((name, c));
                         (*name, Ok(()))
@@ -141,8 +141,11 @@ impl CounterSource for PerfSource {
                 .map(|(name, cs)| {
                     let mut sum = 0u64;
                     for c in cs.iter_mut() {
-                        match c.read() {
-                            Ok(v) => sum = sum.wrapping_add(v),
+                        match c.read_count_and_time() {
+                            Ok(v) => {
+                                let v = scaled(v.count, v.time_enabled, v.time_running);
+                                sum = sum.wrapping_add(v);
+                            }
                             Err(_) => return (*name, None),
                         }
                     }
@@ -154,5 +157,75 @@ impl CounterSource for PerfSource {
         {
             Vec::new()
         }
+    }
+}
+
+/// The CPUs a system-wide counter must be opened on: every online CPU of the machine (not
+/// `available_parallelism`, which follows this process's cgroup quota and affinity), from
+/// `/sys/devices/system/cpu/online`; the first `available_parallelism` CPUs if it is unreadable.
+#[cfg(target_os = "linux")]
+fn online_cpus() -> Vec<usize> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse_cpu_list(&s))
+        .unwrap_or_else(|| {
+            (0..std::thread::available_parallelism().map_or(1, usize::from)).collect()
+        })
+}
+
+/// Parses a kernel CPU list (`0-3,5,7-8`); `None` if malformed or empty.
+fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.trim().split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let c: usize = part.trim().parse().ok()?;
+                (c, c)
+            }
+        };
+        // A list longer than any machine's is malformed, not a reason to open 2^64 counters.
+        if hi < lo || hi >= 1 << 16 {
+            return None;
+        }
+        out.extend(lo..=hi);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A counter's value scaled for multiplexing: the kernel ran it `running` of the `enabled`
+/// nanoseconds (more events than hardware counters take turns), so the count is extrapolated to
+/// the whole time; 0 if it never ran.
+fn scaled(count: u64, enabled: u64, running: u64) -> u64 {
+    if running == 0 {
+        return 0;
+    }
+    if running >= enabled {
+        return count;
+    }
+    u64::try_from(u128::from(count) * u128::from(enabled) / u128::from(running)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_like_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-3\n"), Some(vec![0, 1, 2, 3]));
+        assert_eq!(parse_cpu_list("0,2-3,7"), Some(vec![0, 2, 3, 7]));
+        assert_eq!(parse_cpu_list("5"), Some(vec![5]));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("0-99999999"), None);
+        assert_eq!(parse_cpu_list("a-b"), None);
+    }
+
+    #[test]
+    fn multiplexed_counts_are_extrapolated_to_the_enabled_time() {
+        assert_eq!(scaled(100, 1000, 1000), 100);
+        assert_eq!(scaled(100, 1000, 250), 400);
+        assert_eq!(scaled(100, 1000, 0), 0);
+        assert_eq!(scaled(u64::MAX, 2, 1), u64::MAX);
     }
 }
