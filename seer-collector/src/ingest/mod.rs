@@ -23,6 +23,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use crossbeam::channel::Sender;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message as _;
 
@@ -30,11 +31,12 @@ use self::budget::Reservation;
 use self::error::IngestError;
 use self::otlp::DecodedBatch;
 use crate::internal_events::{
-    DropStage, Dropped, RequestRejected, SpansAccepted, SpansReceived, SpansRejected,
+    DropStage, Dropped, Metrics, RequestRejected, SpansAccepted, SpansReceived, SpansRejected,
     WindowsReceived,
 };
 use crate::pipeline::{AggMsg, AppState};
 use crate::predict::advice::Advice;
+use crate::store::writer::Ack;
 
 /// A decoded batch on its way to the store and the aggregator, holding its memory reservation
 /// until both are done with it.
@@ -181,7 +183,7 @@ async fn decode_off_thread(f: Format, bytes: Bytes) -> Result<DecodedBatch, Inge
     }
 }
 
-/// Accepts a decoded batch: store (awaiting the commit) and aggregation (best effort).
+/// Accepts a decoded batch: store (awaiting the commit), then aggregation (best effort).
 /// Returns (accepted, rejected) span counts.
 ///
 /// # Errors
@@ -224,28 +226,48 @@ pub async fn accept(
         .as_ref()
         .and_then(|w| w.try_spans(Arc::clone(&pending)))
         .ok_or(IngestError::Overloaded)?;
-    if state
-        .agg_tx
-        .try_send(AggMsg::Spans(Arc::clone(&pending)))
-        .is_err()
-    {
+    // The aggregator gets the batch only once the store committed it: a failed commit is
+    // answered 503 and retried by the client, and must not be counted twice. The wait runs in
+    // its own task so that a client hanging up does not leave a committed batch unaggregated.
+    let task = tokio::spawn(commit_then_aggregate(
+        ack,
+        state.agg_tx.clone(),
+        pending,
+        Arc::clone(&state.metrics),
+    ));
+    task.await.map_err(|_| IngestError::Unavailable)??;
+    SpansAccepted {
+        count: counts.accepted,
+    }
+    .emit(&state.metrics);
+    Ok(counts)
+}
+
+/// Waits for the store's acknowledgement of `pending`, then queues it for aggregation (best
+/// effort: a full queue counts a drop).
+///
+/// # Errors
+///
+/// [`IngestError::Unavailable`] when the commit failed (or the writer went away); the batch is
+/// then not aggregated.
+async fn commit_then_aggregate(
+    ack: Ack,
+    agg_tx: Sender<AggMsg>,
+    pending: Arc<Pending>,
+    metrics: Arc<Metrics>,
+) -> Result<(), IngestError> {
+    if !matches!(ack.await, Ok(true)) {
+        return Err(IngestError::Unavailable);
+    }
+    let count = pending.batch.spans.len() as u64;
+    if agg_tx.try_send(AggMsg::Spans(pending)).is_err() {
         Dropped {
             stage: DropStage::Aggregate,
-            count: pending.batch.spans.len() as u64,
+            count,
         }
-        .emit(&state.metrics);
+        .emit(&metrics);
     }
-    drop(pending);
-    match ack.await {
-        Ok(true) => {
-            SpansAccepted {
-                count: counts.accepted,
-            }
-            .emit(&state.metrics);
-            Ok(counts)
-        }
-        _ => Err(IngestError::Unavailable),
-    }
+    Ok(())
 }
 
 /// Span counts of an accepted request.
@@ -384,5 +406,70 @@ pub async fn windows(State(state): State<AppState>, req: axum::extract::Request)
     match result {
         Ok(r) => r,
         Err(e) => error_response(&state, f, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::budget::Budget;
+    use crate::ingest::otlp::SpanRec;
+
+    fn pending(metrics: &Arc<Metrics>) -> Arc<Pending> {
+        let budget = Budget::new(1 << 20, Arc::clone(metrics));
+        Arc::new(Pending {
+            batch: DecodedBatch {
+                services: vec!["s".into()],
+                spans: vec![SpanRec {
+                    trace_id: [1; 16],
+                    span_id: [1; 8],
+                    parent_id: [0; 8],
+                    service: 0,
+                    name: (0, 0),
+                    raw: (0, 0),
+                    kind: otlp::kind::SERVER,
+                    error: false,
+                    start_ns: 1,
+                    end_ns: 2,
+                }],
+                ..DecodedBatch::default()
+            },
+            received_unix_ns: 1,
+            reservation: budget.reserve_empty(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_not_aggregated() {
+        let metrics = Arc::new(Metrics::new());
+        let (agg_tx, agg_rx) = crossbeam::channel::bounded(4);
+        // The store refuses the commit: 503 for the client, nothing for the aggregator (the
+        // client's retry is the one that counts).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(commit_then_aggregate(
+            rx,
+            agg_tx.clone(),
+            pending(&metrics),
+            Arc::clone(&metrics),
+        ));
+        tokio::task::yield_now().await;
+        assert!(agg_rx.is_empty(), "aggregated before the commit");
+        tx.send(false).unwrap();
+        assert!(matches!(task.await.unwrap(), Err(IngestError::Unavailable)));
+        assert!(agg_rx.is_empty(), "a failed commit was aggregated");
+        // The writer went away without an answer: the same.
+        let (tx, rx) = tokio::sync::oneshot::channel::<bool>();
+        drop(tx);
+        let r = commit_then_aggregate(rx, agg_tx.clone(), pending(&metrics), Arc::clone(&metrics));
+        assert!(matches!(r.await, Err(IngestError::Unavailable)));
+        assert!(agg_rx.is_empty());
+        // A commit: aggregated once.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(true).unwrap();
+        commit_then_aggregate(rx, agg_tx, pending(&metrics), Arc::clone(&metrics))
+            .await
+            .unwrap();
+        assert_eq!(agg_rx.len(), 1);
+        assert!(matches!(agg_rx.try_recv(), Ok(AggMsg::Spans(_))));
     }
 }
