@@ -27,7 +27,10 @@ pub fn report(bench: &str, figures: &serde_json::Value) -> std::io::Result<PathB
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{bench}.json"));
     let text = serde_json::to_string_pretty(figures).map_err(std::io::Error::other)?;
-    std::fs::write(&path, &text)?;
+    // Whole or not at all: a bench killed mid-write leaves the previous part, never half a file.
+    let tmp = dir.join(format!(".{bench}.json.tmp"));
+    std::fs::write(&tmp, &text)?;
+    std::fs::rename(&tmp, &path)?;
     println!("{text}");
     Ok(path)
 }

@@ -2,7 +2,8 @@
 //!
 //! Each bench binary writes its own figures as a JSON object to
 //! `target/seer-bench/parts/<bench>.json` (see `seer_benches::report`); this command runs them
-//! and merges the parts into `target/seer-bench/summary.json`.
+//! and merges the parts into `target/seer-bench/summary.json`. A full run starts from an empty
+//! parts folder; `--only NAME` re-runs one bench and keeps the other benches' last figures.
 
 use std::fs;
 
@@ -16,6 +17,11 @@ pub(crate) fn run(only: Option<&str>) -> Result<()> {
     let libtorch = libtorch::setup()?;
     let out = root().join("target").join("seer-bench");
     let parts = out.join("parts");
+    // A full run starts from no parts, so a bench renamed or removed since the last run cannot
+    // leave its old figures in the summary; `--only` replaces its own part and keeps the rest.
+    if only.is_none() && parts.exists() {
+        fs::remove_dir_all(&parts).with_context(|| format!("clearing {}", parts.display()))?;
+    }
     fs::create_dir_all(&parts)?;
     let mut cmd = cargo();
     cmd.env("LIBTORCH", &libtorch)
@@ -42,7 +48,9 @@ pub(crate) fn run(only: Option<&str>) -> Result<()> {
     }
     let file = out.join("summary.json");
     let text = serde_json::to_string_pretty(&Value::Object(summary))?;
-    fs::write(&file, &text)?;
+    let tmp = out.join(".summary.json.tmp");
+    fs::write(&tmp, &text)?;
+    fs::rename(&tmp, &file)?;
     println!("{text}");
     eprintln!("wrote {}", file.display());
     Ok(())
