@@ -599,7 +599,14 @@ impl Aggregator {
     /// Takes a node sample.
     pub fn on_node(&mut self, sample: NodeSample) {
         for (svc, hw) in &sample.services {
-            self.service_hw.insert(svc.clone(), *hw);
+            // Names come from the network: known services always, others (a sample may come
+            // before a service's first window) only up to the service limit.
+            if self.names.contains_key(svc.as_str())
+                || self.service_hw.contains_key(svc)
+                || self.service_hw.len() < self.cfg.max_services
+            {
+                self.service_hw.insert(svc.clone(), *hw);
+            }
         }
         if self.nodes.len() < 4096 || self.nodes.contains_key(&sample.node) {
             self.nodes.insert(sample.node.clone(), sample);

@@ -442,3 +442,21 @@ fn processes_past_the_cap_replace_the_stalest() {
     let got = a.sdk_counters();
     assert_eq!(got[0].1.recorded, MAX_INSTANCES as u64);
 }
+
+#[test]
+fn node_samples_track_at_most_the_service_limit_of_unknown_services() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    post(&mut a, "known", 1, 10, 10 * TICK);
+    let sample = NodeSample {
+        node: "n1".into(),
+        services: (0..1000)
+            .map(|i| (format!("made-up-{i}"), ServiceHw::default()))
+            .chain(std::iter::once(("known".to_owned(), ServiceHw::default())))
+            .collect(),
+        ..Default::default()
+    };
+    a.on_node(sample);
+    // max_services is 8 in these tests; a known service is always kept.
+    assert_eq!(a.service_hw.len(), 9);
+    assert!(a.service_hw.contains_key("known"));
+}
