@@ -338,8 +338,11 @@ pub fn check_windows(b: &seer_proto::WindowBatch) -> Result<(), IngestError> {
             seer_proto::WIRE_VERSION
         )));
     }
-    if b.service.is_empty() || b.service.len() > 256 {
-        return Err(IngestError::Invalid("service must be 1..=256 bytes".into()));
+    if b.service.is_empty() || b.service.len() > otlp::MAX_SERVICE_NAME {
+        return Err(IngestError::Invalid(format!(
+            "service must be 1..={} bytes",
+            otlp::MAX_SERVICE_NAME
+        )));
     }
     if b.windows.len() > 4096 {
         return Err(IngestError::Invalid(

@@ -9,7 +9,11 @@
 //!
 //! Spans with invalid ids (trace id not 16 bytes or all zero, span id not 8 bytes or all zero,
 //! parent id neither empty nor 8 bytes) are rejected one by one and reported in
-//! `partial_success`; a malformed message rejects the whole request.
+//! `partial_success`; a malformed message rejects the whole request, and so does a request
+//! with more than [`MAX_SERVICES`] distinct services or a `service.name` longer than
+//! [`MAX_SERVICE_NAME`] bytes (the store's span blobs index services with 16 bits).
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
@@ -18,6 +22,12 @@ pub const MAX_DEPTH: usize = 32;
 
 /// Service name used when a resource has no `service.name` (the OTel SDK default).
 pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// Most distinct services (resources' `service.name`) in one request.
+pub const MAX_SERVICES: usize = 4096;
+
+/// Longest service name accepted, bytes (the same limit as for native window batches).
+pub const MAX_SERVICE_NAME: usize = 256;
 
 /// Why a body is not a valid OTLP trace export.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +60,12 @@ pub enum DecodeError {
     /// More spans than one request may carry.
     #[error("too many spans in one request")]
     TooManySpans,
+    /// More distinct services than one request may carry.
+    #[error("more than {MAX_SERVICES} distinct services in one request")]
+    TooManyServices,
+    /// A `service.name` is longer than [`MAX_SERVICE_NAME`].
+    #[error("service.name is {0} bytes long (at most {MAX_SERVICE_NAME})")]
+    ServiceName(usize),
 }
 
 /// OTLP span kinds.
@@ -368,6 +384,8 @@ pub fn decode(body: Bytes) -> Result<DecodedBatch, DecodeError> {
     if u32::try_from(buf.len()).is_err() {
         return Err(DecodeError::TooManySpans);
     }
+    // Service name -> index into `out.services`.
+    let mut index: HashMap<&str, u32> = HashMap::new();
     let mut top = Reader::new(buf, 0, buf.len());
     while !top.done() {
         let (field, wire) = top.key()?;
@@ -379,15 +397,16 @@ pub fn decode(body: Bytes) -> Result<DecodedBatch, DecodeError> {
             return Err(DecodeError::FieldType { field });
         };
         let (rs, re) = top.len()?;
-        decode_resource_spans(buf, rs, re, &mut out)?;
+        decode_resource_spans(buf, rs, re, &mut index, &mut out)?;
     }
     Ok(out)
 }
 
-fn decode_resource_spans(
-    buf: &[u8],
+fn decode_resource_spans<'a>(
+    buf: &'a [u8],
     start: usize,
     end: usize,
+    index: &mut HashMap<&'a str, u32>,
     out: &mut DecodedBatch,
 ) -> Result<(), DecodeError> {
     // First pass: the resource (it may come after the scope spans on the wire).
@@ -415,13 +434,21 @@ fn decode_resource_spans(
         }
     }
     let name = service.unwrap_or(UNKNOWN_SERVICE);
-    let svc = match out.services.iter().position(|s| s == name) {
-        Some(i) => i,
+    if name.len() > MAX_SERVICE_NAME {
+        return Err(DecodeError::ServiceName(name.len()));
+    }
+    let svc = match index.get(name) {
+        Some(&i) => i,
         None => {
+            if out.services.len() >= MAX_SERVICES {
+                return Err(DecodeError::TooManyServices);
+            }
+            let i = u32::try_from(out.services.len()).map_err(|_| DecodeError::TooManyServices)?;
             out.services.push(name.to_owned());
-            out.services.len() - 1
+            index.insert(name, i);
+            i
         }
-    } as u32;
+    };
     let mut r = Reader::new(buf, start, end);
     while !r.done() {
         let (field, wire) = r.key()?;
@@ -707,6 +734,46 @@ mod tests {
         // The raw range is the Span message itself.
         let back = Span::decode(b.slice(s.raw)).unwrap();
         assert_eq!(back, span(1, 3, Some(2)));
+    }
+
+    #[test]
+    fn services_are_limited_in_number_and_length() {
+        // Many resources of a few services share their entries; indices stay right.
+        let mut req = ExportTraceServiceRequest::default();
+        for i in 0..MAX_SERVICES {
+            let mut r = request(&format!("svc-{i}"), vec![span(1, 2, None)]);
+            req.resource_spans.append(&mut r.resource_spans);
+        }
+        let mut again = request("svc-7", vec![span(1, 3, None)]);
+        req.resource_spans.append(&mut again.resource_spans);
+        let b = decode(Bytes::from(req.encode_to_vec())).unwrap();
+        assert_eq!(b.services.len(), MAX_SERVICES);
+        assert_eq!(b.service(&b.spans[MAX_SERVICES - 1]), "svc-4095");
+        assert_eq!(b.service(&b.spans[MAX_SERVICES]), "svc-7");
+        // One more distinct service is refused.
+        let mut one_more = request("svc-new", vec![span(1, 4, None)]);
+        req.resource_spans.append(&mut one_more.resource_spans);
+        assert_eq!(
+            decode(Bytes::from(req.encode_to_vec())).unwrap_err(),
+            DecodeError::TooManyServices
+        );
+        // Names: up to the limit, not beyond (JSON goes through the same check).
+        let name = "é".repeat(MAX_SERVICE_NAME / 2);
+        let req = request(&name, vec![span(1, 2, None)]);
+        assert_eq!(
+            decode(Bytes::from(req.encode_to_vec())).unwrap().services,
+            vec![name]
+        );
+        let long = "x".repeat(MAX_SERVICE_NAME + 1);
+        let req = request(&long, vec![span(1, 2, None)]);
+        let err = decode(Bytes::from(req.encode_to_vec())).unwrap_err();
+        assert_eq!(err, DecodeError::ServiceName(MAX_SERVICE_NAME + 1));
+        assert!(err.to_string().contains("at most 256"), "{err}");
+        let json = serde_json::to_vec(&req).unwrap();
+        assert!(matches!(
+            decode_json(&json),
+            Err(DecodeError::ServiceName(_))
+        ));
     }
 
     #[test]

@@ -21,26 +21,61 @@ pub struct StoredSpan {
     pub raw: Vec<u8>,
 }
 
+/// Most services a blob can name (span entries index them with 16 bits).
+pub const MAX_SERVICES: usize = u16::MAX as usize;
+
+/// Longest service name a blob keeps, bytes (the length is 16 bits).
+pub const MAX_NAME: usize = u16::MAX as usize;
+
+/// `name` cut to at most `max` bytes at a character boundary.
+fn clip(name: &str, max: usize) -> &str {
+    if name.len() <= max {
+        return name;
+    }
+    let mut end = max;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 /// Encodes the accepted spans of a batch. Returns the blob and its distinct trace ids.
+///
+/// Ingest refuses batches beyond [`crate::ingest::otlp::MAX_SERVICES`] services or
+/// [`crate::ingest::otlp::MAX_SERVICE_NAME`]-byte names, well inside what the format holds.
+/// Should a batch still exceed the format, the blob stays readable: names are cut at a
+/// character boundary, and spans of services past [`MAX_SERVICES`] are left out rather than
+/// filed under another service.
 pub fn encode(batch: &DecodedBatch) -> (Vec<u8>, Vec<u128>) {
+    let names: Vec<&str> = batch
+        .services
+        .iter()
+        .take(MAX_SERVICES)
+        .map(|s| clip(s, MAX_NAME))
+        .collect();
     let mut size = 4;
-    for s in &batch.services {
-        size += 2 + s.len().min(u16::MAX as usize);
+    for s in &names {
+        size += 2 + s.len();
     }
     for s in &batch.spans {
         size += 2 + 16 + 4 + (s.raw.1 - s.raw.0) as usize;
     }
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&(batch.services.len() as u32).to_le_bytes());
-    for s in &batch.services {
-        let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-        out.extend_from_slice(&(b.len() as u16).to_le_bytes());
-        out.extend_from_slice(b);
+    out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+    for s in &names {
+        out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
     }
     let mut traces: Vec<u128> = Vec::with_capacity(batch.spans.len());
     for s in &batch.spans {
+        let Some(svc) = u16::try_from(s.service)
+            .ok()
+            .filter(|i| usize::from(*i) < names.len())
+        else {
+            continue;
+        };
         let raw = batch.slice(s.raw);
-        out.extend_from_slice(&(s.service as u16).to_le_bytes());
+        out.extend_from_slice(&svc.to_le_bytes());
         out.extend_from_slice(&s.trace_id);
         out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
         out.extend_from_slice(raw);
@@ -119,4 +154,67 @@ pub fn count(blob: &[u8]) -> Option<usize> {
         n += 1;
     }
     Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::otlp::SpanRec;
+
+    fn rec(service: u32, trace: u8) -> SpanRec {
+        SpanRec {
+            trace_id: [trace; 16],
+            span_id: [1; 8],
+            parent_id: [0; 8],
+            service,
+            name: (0, 0),
+            raw: (0, 2),
+            kind: 2,
+            error: false,
+            start_ns: 1,
+            end_ns: 2,
+        }
+    }
+
+    #[test]
+    fn oversized_batches_stay_readable() {
+        // A name past the 16-bit length, with a multi-byte character across the cut.
+        let long = format!("{}é{}", "a".repeat(MAX_NAME - 1), "b".repeat(10));
+        let mut names = vec![long];
+        names.extend((1..=MAX_SERVICES).map(|i| format!("s{i}")));
+        let batch = DecodedBatch {
+            body: bytes::Bytes::from_static(b"\x08\x01"),
+            services: names,
+            spans: vec![
+                rec(0, 1),
+                rec(7, 2),
+                // Index 65535 does not fit the blob: left out, not wrapped onto service 0.
+                rec(MAX_SERVICES as u32, 3),
+            ],
+            ..DecodedBatch::default()
+        };
+        let (blob, traces) = encode(&batch);
+        assert_eq!(traces.len(), 2);
+        let names = services(&blob).unwrap();
+        assert_eq!(names.len(), MAX_SERVICES);
+        assert_eq!(
+            names[0],
+            "a".repeat(MAX_NAME - 1),
+            "cut before the 2-byte char"
+        );
+        let spans = decode(&blob, |_, _| true).unwrap();
+        let got: Vec<(&str, u8)> = spans
+            .iter()
+            .map(|s| (s.service.as_str(), s.trace_id[0]))
+            .collect();
+        assert_eq!(got, vec![(names[0].as_str(), 1), ("s7", 2)]);
+        assert_eq!(count(&blob), Some(2));
+    }
+
+    #[test]
+    fn names_are_cut_at_a_character_boundary() {
+        assert_eq!(clip("héllo", 2), "h");
+        assert_eq!(clip("héllo", 3), "hé");
+        assert_eq!(clip("héllo", 100), "héllo");
+    }
 }

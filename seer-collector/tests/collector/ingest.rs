@@ -346,3 +346,66 @@ async fn connections_over_the_cap_get_503_with_retry_after() {
     );
     h.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_services_or_a_too_long_name_is_400() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let h = start(|_| {}).await;
+    let t0 = now_ns();
+    // 4097 distinct services in one request (the store indexes a blob's services with 16 bits;
+    // ingest stops far below that).
+    let mut req = ExportTraceServiceRequest::default();
+    for i in 0..=4096u64 {
+        let mut r = request_of(
+            &format!("svc-{i}"),
+            vec![span([7; 16], i + 1, 0, 2, "GET /", t0, 10)],
+        );
+        req.resource_spans.append(&mut r.resource_spans);
+    }
+    let r = post(h.addr, "/v1/traces", PB, req.encode_to_vec()).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("more than 4096 distinct services"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // A service name over 256 bytes, in protobuf and JSON.
+    let long = request_of(
+        &"x".repeat(257),
+        vec![span([8; 16], 1, 0, 2, "GET /", t0, 10)],
+    );
+    let r = post(h.addr, "/v1/traces", PB, long.encode_to_vec()).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("service.name is 257 bytes"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = post(
+        h.addr,
+        "/v1/traces",
+        JSON,
+        serde_json::to_vec(&long).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        get(h.addr, &format!("/v1/traces/{}", hex(&[8; 16])))
+            .await
+            .status,
+        404,
+        "nothing of a refused request is stored"
+    );
+    // 256 bytes is fine.
+    let ok = request_of(
+        &"y".repeat(256),
+        vec![span([9; 16], 1, 0, 2, "GET /", t0, 10)],
+    );
+    assert_eq!(
+        post(h.addr, "/v1/traces", PB, ok.encode_to_vec())
+            .await
+            .status,
+        200
+    );
+    h.running.shutdown().await.unwrap();
+}
