@@ -227,7 +227,7 @@ impl Store {
                     }
                     for s in &b.services {
                         sidx.insert((s.as_str(), b.unix_ns, seq), ())?;
-                        names.insert(("span_service", s.as_str()), b.unix_ns)?;
+                        insert_newest(&mut names, ("span_service", s.as_str()), b.unix_ns)?;
                     }
                     bytes += b.bytes.len() as u64;
                     count += b.spans;
@@ -242,7 +242,7 @@ impl Store {
                 let mut names = tx.open_table(NAMES)?;
                 for win in &w.windows {
                     t.insert((win.service.as_str(), win.tick), json(win).as_slice())?;
-                    names.insert(("service", win.service.as_str()), win.tick)?;
+                    insert_newest(&mut names, ("service", win.service.as_str()), win.tick)?;
                 }
             }
             if !w.nodes.is_empty() {
@@ -250,7 +250,7 @@ impl Store {
                 let mut names = tx.open_table(NAMES)?;
                 for n in &w.nodes {
                     t.insert((n.node.as_str(), n.unix_ns), json(n).as_slice())?;
-                    names.insert(("node", n.node.as_str()), n.unix_ns)?;
+                    insert_newest(&mut names, ("node", n.node.as_str()), n.unix_ns)?;
                 }
             }
             if !w.predictions.is_empty() {
@@ -505,16 +505,15 @@ impl Store {
     pub fn service_names(&self) -> Result<Vec<String>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(NAMES)?;
-        let mut out: Vec<String> = Vec::new();
+        let mut out = std::collections::BTreeSet::new();
         for e in t.iter()? {
             let (k, _) = e?;
             let (kind, name) = k.value();
-            if (kind == "service" || kind == "span_service") && !out.iter().any(|n| n == name) {
-                out.push(name.to_owned());
+            if kind == "service" || kind == "span_service" {
+                out.insert(name.to_owned());
             }
         }
-        out.sort();
-        Ok(out)
+        Ok(out.into_iter().collect())
     }
 
     /// Deletes data older than `max_age_ns` before `now_ns`, and the oldest span blobs beyond
@@ -586,19 +585,20 @@ impl Store {
             meta.insert(SPAN_BYTES, bytes)?;
             meta.insert(SPAN_COUNT, count)?;
 
-            let names: Vec<(String, String)> = {
+            // (kind, name, last seen: a tick for windows, unix ns otherwise).
+            let names: Vec<(String, String, u64)> = {
                 let t = tx.open_table(NAMES)?;
                 let mut v = Vec::new();
                 for e in t.iter()? {
-                    let (k, _) = e?;
+                    let (k, last) = e?;
                     let (kind, name) = k.value();
-                    v.push((kind.to_owned(), name.to_owned()));
+                    v.push((kind.to_owned(), name.to_owned(), last.value()));
                 }
                 v
             };
             let mut windows = tx.open_table(WINDOWS)?;
             let mut nodes = tx.open_table(NODES)?;
-            for (kind, name) in &names {
+            for (kind, name, _) in &names {
                 match kind.as_str() {
                     "service" => {
                         let before = windows.len()?;
@@ -629,10 +629,34 @@ impl Store {
             stats.records += before - alerts.len()?;
             let mut eps = tx.open_table(EPISODES)?;
             eps.retain_in((0, "")..(cutoff_tick, ""), |_, _| false)?;
+            // A name last seen before the cutoff has no data left: forget it, so names that
+            // come and go (pods, one-off services) do not pile up.
+            let mut t = tx.open_table(NAMES)?;
+            for (kind, name, last) in &names {
+                let cutoff = if kind == "service" {
+                    cutoff_tick
+                } else {
+                    cutoff_ns
+                };
+                if *last < cutoff {
+                    t.remove((kind.as_str(), name.as_str()))?;
+                }
+            }
         }
         tx.commit()?;
         Ok(stats)
     }
+}
+
+/// Records `name` as seen at `at`, keeping the newest time when data arrives out of order.
+fn insert_newest(
+    names: &mut redb::Table<'_, (&str, &str), u64>,
+    key: (&str, &str),
+    at: u64,
+) -> Result<(), StoreError> {
+    let newest = names.get(key)?.map_or(at, |v| v.value().max(at));
+    names.insert(key, newest)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -106,6 +106,31 @@ fn retention_by_size_and_age() {
     assert_eq!(s.stats().unwrap().spans, 2);
 }
 
+#[test]
+fn retention_forgets_names_with_no_data_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), 8 << 20).unwrap();
+    s.write(&WriteBatch {
+        spans: vec![blob_of(&batch(&[(1, 1, "old")]), 1_000)],
+        ..Default::default()
+    })
+    .unwrap();
+    s.write(&WriteBatch {
+        spans: vec![blob_of(&batch(&[(2, 1, "new")]), 5_000)],
+        ..Default::default()
+    })
+    .unwrap();
+    // A batch written late (older time) does not make "new" look older than it is.
+    s.write(&WriteBatch {
+        spans: vec![blob_of(&batch(&[(3, 1, "new")]), 900)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.service_names().unwrap(), ["new", "old"]);
+    s.retain(5_100, 1_000, u64::MAX, 100, 1000).unwrap();
+    assert_eq!(s.service_names().unwrap(), ["new"]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
     // Model-based: whatever batches are written, each trace reads back exactly the spans
