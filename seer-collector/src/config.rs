@@ -22,6 +22,9 @@
 //! | libtorch threads of the model | `--model-threads` | `SEER_MODEL_THREADS` | 1 |
 //! | upstream collector (agent) | `--upstream` | `SEER_UPSTREAM` | required for `agent` |
 //! | QoS spec, advice tunables | TOML only (`[[qos]]`, `[advice]`) | | none / see `AdviceConfig` |
+//!
+//! Upstream and webhook URLs must be plain `http://` URLs with a host (the agent and the
+//! webhook client do not speak TLS; put a TLS-terminating proxy next to them for `https`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -445,6 +448,22 @@ impl Config {
                 );
             }
         }
+        if let Some(url) = &self.upstream
+            && let Err(why) = check_http_url(url)
+        {
+            return bad(
+                "upstream",
+                &format!("--upstream (SEER_UPSTREAM) {url:?}: {why}"),
+            );
+        }
+        for url in &self.webhooks {
+            if let Err(why) = check_http_url(url) {
+                return bad(
+                    "webhooks",
+                    &format!("--webhook (SEER_WEBHOOKS) {url:?}: {why}"),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -468,6 +487,32 @@ impl Config {
     pub fn memory_limit_bytes(&self) -> usize {
         usize::try_from(self.memory_limit_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
     }
+}
+
+/// Checks that `url` is an `http://` URL with a host and no query (paths are appended to it).
+fn check_http_url(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); expected e.g. http://central:4318"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "https is not supported (this client speaks plain HTTP); use http://, or a \
+                 TLS-terminating proxy"
+                    .to_owned(),
+            );
+        }
+        Some(other) => return Err(format!("scheme {other:?} is not supported; use http://")),
+        None => return Err("missing scheme; expected e.g. http://central:4318".to_owned()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("missing host; expected e.g. http://central:4318".to_owned());
+    }
+    if uri.query().is_some() {
+        return Err("must not have a query string".to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -529,6 +574,51 @@ threshold = 0.6
         assert_eq!(c.qos[0].percentile, 0.99);
         assert_eq!(c.qos[0].window_ms, 1000);
         assert_eq!(c.advice.threshold, 0.6);
+    }
+
+    #[test]
+    fn upstream_and_webhook_urls_must_be_plain_http() {
+        let with = |upstream: &str, webhook: &str| Config {
+            upstream: Some(upstream.to_owned()),
+            webhooks: vec![webhook.to_owned()],
+            ..Config::default()
+        };
+        assert!(
+            with("http://central:4318", "http://hooks:8080/alert")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            with("http://10.0.0.1:4318/", "http://[::1]:9/x")
+                .validate()
+                .is_ok()
+        );
+        for (bad, says) in [
+            ("https://central:4318", "https is not supported"),
+            ("central:4318", "scheme"),
+            ("ftp://central", "scheme \"ftp\""),
+            ("http://", "not a URL"),
+            ("http://central:4318/?x=1", "query"),
+            ("not a url", "not a URL"),
+        ] {
+            let err = with(bad, "http://h/").validate().unwrap_err();
+            let ConfigError::Invalid { name, reason } = &err else {
+                panic!("{err:?}");
+            };
+            assert_eq!(*name, "upstream", "{bad}");
+            assert!(reason.contains("--upstream"), "{bad}: {reason}");
+            assert!(reason.contains(says), "{bad}: {reason}");
+        }
+        let err = with("http://central:4318", "https://hooks/alert")
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { name: "webhooks", reason } if reason.contains("--webhook")),
+            "{err:?}"
+        );
+        // From TOML too.
+        let c = Config::from_toml("upstream = \"https://central:4318\"\n").unwrap();
+        assert!(c.validate().is_err());
     }
 
     #[test]

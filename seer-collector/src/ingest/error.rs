@@ -41,6 +41,10 @@ pub enum IngestError {
     /// The store could not commit; retry later.
     #[error("store unavailable, retry later")]
     Unavailable,
+    /// Agent mode: the upstream collector is unreachable or refused the agent (its token or
+    /// URL); retry later.
+    #[error("{0}, retry later")]
+    Upstream(String),
     /// The body could not be read.
     #[error("cannot read body: {0}")]
     Body(String),
@@ -59,12 +63,18 @@ impl IngestError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Overloaded | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::Unavailable | Self::Upstream(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     /// Seconds to put in `Retry-After`, for retryable errors.
     pub fn retry_after(&self) -> Option<u32> {
-        matches!(self, Self::Overloaded | Self::Unavailable).then_some(1)
+        matches!(
+            self,
+            Self::Overloaded | Self::Unavailable | Self::Upstream(_)
+        )
+        .then_some(1)
     }
 }

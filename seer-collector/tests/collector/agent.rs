@@ -82,3 +82,57 @@ async fn agent_forwards_windows_spans_and_node_samples() {
     agent.shutdown().await.unwrap();
     central.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_refusing_the_agent_is_a_retryable_503() {
+    // The central collector wants a token the agent does not have: its 401 is the agent's
+    // misconfiguration, so the agent's clients get 503 + Retry-After (and keep their data),
+    // not a 400 that makes exporters drop it.
+    let central = start(|c| c.ingest_token = Some("central-secret".into())).await;
+    let adir = tempfile::tempdir().unwrap();
+    let mut acfg = config(adir.path());
+    acfg.upstream = Some(format!("http://{}", central.addr));
+    let agent = Collector::new(acfg).agent().start().await.unwrap();
+    let aaddr = agent.local_addr();
+    let req = request_of(
+        "edge",
+        vec![span([0x43; 16], 1, 0, 2, "GET /", now_ns(), 1000)],
+    );
+    let r = post(aaddr, "/v1/traces", PB, req.encode_to_vec()).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("upstream answered 401"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // The same for a wrong upstream path (404).
+    agent.shutdown().await.unwrap();
+    let mut acfg = config(adir.path());
+    acfg.upstream = Some(format!("http://{}/not-a-collector", central.addr));
+    acfg.upstream_token = Some("central-secret".into());
+    let agent = Collector::new(acfg).agent().start().await.unwrap();
+    let r = post(agent.local_addr(), "/v1/traces", PB, req.encode_to_vec()).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    agent.shutdown().await.unwrap();
+    central.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_or_malformed_upstream_is_refused_at_start() {
+    for (url, says) in [
+        ("https://central:4318", "https is not supported"),
+        ("central:4318", "scheme"),
+    ] {
+        let adir = tempfile::tempdir().unwrap();
+        let mut acfg = config(adir.path());
+        acfg.upstream = Some(url.into());
+        let err = match Collector::new(acfg).agent().start().await {
+            Ok(_) => panic!("{url} accepted"),
+            Err(e) => e,
+        };
+        let msg = format!("{err} {:?}", std::error::Error::source(&err));
+        assert!(msg.contains("--upstream"), "{url}: {msg}");
+        assert!(msg.contains(says), "{url}: {msg}");
+    }
+}
