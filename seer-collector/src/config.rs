@@ -13,6 +13,7 @@
 //! | request body limit, decompressed (bytes) | `--max-body-bytes` | `SEER_MAX_BODY_BYTES` | 67108864 |
 //! | memory limit (MiB; 1/4 for queued ingest, 1/8 store cache) | `--memory-limit-mb` | `SEER_MEMORY_LIMIT_MB` | 512 |
 //! | open connections (more get 503) | `--max-connections` | `SEER_MAX_CONNECTIONS` | 256 |
+//! | deadline for an ingest request body (ms; then 408) | `--body-read-timeout-ms` | `SEER_BODY_READ_TIMEOUT_MS` | 30000 |
 //! | span retention by age (s) | `--retention-max-age-secs` | `SEER_RETENTION_MAX_AGE_SECS` | 86400 |
 //! | span retention by size (bytes) | `--retention-max-bytes` | `SEER_RETENTION_MAX_BYTES` | 1073741824 |
 //! | webhook URLs (repeat / comma list) | `--webhook` | `SEER_WEBHOOKS` | none |
@@ -138,6 +139,10 @@ pub struct Config {
     pub max_services: usize,
     /// Most open client connections (more are answered 503 at once).
     pub max_connections: usize,
+    /// How long an ingest request may take to send its body once its head arrived,
+    /// milliseconds; a slower one is answered 408 and its connection closed. (Request heads
+    /// have their own fixed deadline, [`crate::serve::HEADER_READ_TIMEOUT`].)
+    pub body_read_timeout_ms: u64,
     /// Retention.
     pub retention: RetentionConfig,
     /// QoS targets.
@@ -206,6 +211,7 @@ impl Default for Config {
             memory_limit_mb: 512,
             max_services: 1024,
             max_connections: 256,
+            body_read_timeout_ms: 30_000,
             retention: RetentionConfig::default(),
             qos: Vec::new(),
             episode_gap_ticks: 5,
@@ -269,6 +275,9 @@ pub struct Overrides {
     /// Most open client connections; more are answered 503 at once [default: 256].
     #[arg(long, env = "SEER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Deadline for an ingest request body, ms; slower bodies get 408 [default: 30000].
+    #[arg(long, env = "SEER_BODY_READ_TIMEOUT_MS", value_name = "MS")]
+    pub body_read_timeout_ms: Option<u64>,
     /// Delete stored data older than this, seconds [default: 86400].
     #[arg(long, env = "SEER_RETENTION_MAX_AGE_SECS", value_name = "SECS")]
     pub retention_max_age_secs: Option<u64>,
@@ -374,6 +383,9 @@ impl Config {
         if let Some(v) = o.max_connections {
             self.max_connections = v;
         }
+        if let Some(v) = o.body_read_timeout_ms {
+            self.body_read_timeout_ms = v;
+        }
         if let Some(v) = o.retention_max_age_secs {
             self.retention.max_age_secs = v;
         }
@@ -423,6 +435,9 @@ impl Config {
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1");
+        }
+        if !(1..=3_600_000).contains(&self.body_read_timeout_ms) {
+            return bad("body_read_timeout_ms", "must be 1..=3600000");
         }
         if self.max_services == 0 {
             return bad("max_services", "must be at least 1");

@@ -2,10 +2,16 @@
 //!
 //! The limit applies to the decompressed size, so a gzip bomb stops at `limit + 1` bytes of
 //! output; every byte read or inflated is reserved against the shared [`Budget`](super::budget::Budget) first.
+//!
+//! A body is reserved as it arrives, not as it is declared: `Content-Length` reserves at most
+//! [`INITIAL_RESERVATION`] up front, and the buffer (with its reservation) grows geometrically
+//! up to the declared length as bytes come in. A client that declares a large body and stalls
+//! therefore holds little of the budget, and only until the read deadline.
 
 use std::io::Read;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 
@@ -38,21 +44,34 @@ pub fn encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
     }
 }
 
-/// Reads the raw body: at most `limit` bytes, each reserved in `res` first.
+/// Most of a declared `Content-Length` reserved before any byte of the body arrived.
+pub const INITIAL_RESERVATION: usize = 1 << 20;
+
+/// Reads the raw body: at most `limit` bytes, each reserved in `res` first, all of it within
+/// `deadline`.
 ///
 /// # Errors
 ///
 /// [`IngestError::TooLarge`] past the limit (also when `Content-Length` says so up front),
-/// [`IngestError::Overloaded`] when the budget is spent, [`IngestError::Body`] on a transport
-/// error.
+/// [`IngestError::Overloaded`] when the budget is spent, [`IngestError::Timeout`] when the body
+/// is not complete within `deadline` (its reservation is released), [`IngestError::Body`] on a
+/// transport error.
 pub async fn read_raw(
     headers: &HeaderMap,
     body: axum::body::Body,
     limit: usize,
+    deadline: Duration,
     res: &mut Reservation,
 ) -> Result<Bytes, IngestError> {
     let mut body = body;
-    match read_limited(headers, &mut body, limit, res).await {
+    let read = tokio::time::timeout(deadline, read_limited(headers, &mut body, limit, res)).await;
+    let Ok(read) = read else {
+        // The client is too slow: answer (hyper closes the connection, the body unread) and
+        // give the budget back now.
+        res.shrink_to(0);
+        return Err(IngestError::Timeout(deadline));
+    };
+    match read {
         Ok(b) => Ok(b),
         Err(e @ (IngestError::TooLarge | IngestError::Overloaded)) => {
             // Read (and discard) the rest, so the client gets to read our status instead of a
@@ -96,12 +115,13 @@ async fn read_limited(
     if declared.is_some_and(|n| n > limit) {
         return Err(IngestError::TooLarge);
     }
-    if let Some(n) = declared
-        && !res.grow(n)
-    {
+    // The buffer's capacity is what is reserved; it grows (doubling, at most to the declared
+    // length or the limit) only as bytes arrive.
+    let first = declared.map_or(8 << 10, |n| n.min(INITIAL_RESERVATION));
+    if !res.grow(first.saturating_sub(res.bytes())) {
         return Err(IngestError::Overloaded);
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 << 10).min(limit));
+    let mut buf: Vec<u8> = Vec::with_capacity(first);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| IngestError::Body(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
@@ -109,14 +129,19 @@ async fn read_limited(
             if next > limit {
                 return Err(IngestError::TooLarge);
             }
-            if next > res.bytes() && !res.grow(next - res.bytes()) {
-                return Err(IngestError::Overloaded);
+            if next > buf.capacity() {
+                let ceiling = declared.filter(|n| *n >= next).unwrap_or(limit);
+                let cap = next.max(buf.capacity().saturating_mul(2)).min(ceiling);
+                if cap > res.bytes() && !res.grow(cap - res.bytes()) {
+                    return Err(IngestError::Overloaded);
+                }
+                buf.reserve_exact(cap - buf.len());
             }
             buf.extend_from_slice(&data);
         }
     }
     res.shrink_to(buf.len().max(1));
-    Ok(buf.freeze())
+    Ok(Bytes::from(buf))
 }
 
 /// Inflates a gzip body: at most `limit` bytes of output, each reserved in `res` first. The
@@ -185,6 +210,60 @@ mod tests {
             gunzip(b"\x1f\x8bnot gzip at all", 100, &mut res),
             Err(IngestError::BadGzip)
         ));
+    }
+
+    /// A body that sends `first` and then nothing, never ending.
+    struct Stall(Option<Bytes>);
+
+    impl hyper::body::Body for Stall {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            match self.0.take() {
+                Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+                None => std::task::Poll::Pending,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_reserves_what_arrived_and_times_out() {
+        // A 2 MiB budget; the client declares 64 MiB, sends 10 bytes and stalls.
+        let budget = Budget::new(2 << 20, Arc::new(Metrics::new()));
+        let mut res = budget.reserve_empty();
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, (64u64 << 20).into());
+        let body = axum::body::Body::new(Stall(Some(Bytes::from_static(&[0u8; 10]))));
+        let read = read_raw(
+            &headers,
+            body,
+            64 << 20,
+            std::time::Duration::from_millis(50),
+            &mut res,
+        );
+        let err = read.await.unwrap_err();
+        assert!(matches!(err, IngestError::Timeout(_)), "{err}");
+        assert_eq!(err.status(), http::StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(res.bytes(), 0);
+        assert_eq!(budget.used(), 0);
+        // A complete body grows its reservation past the first MiB as it arrives.
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, (3u64 << 19).into());
+        let data = Bytes::from(vec![7u8; 3 << 19]);
+        let got = read_raw(
+            &headers,
+            axum::body::Body::from(data.clone()),
+            64 << 20,
+            std::time::Duration::from_secs(30),
+            &mut res,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(res.bytes(), 3 << 19);
     }
 
     #[test]

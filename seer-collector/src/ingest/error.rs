@@ -1,5 +1,6 @@
 //! Why an ingest request was refused, and the HTTP status each reason maps to (per the OTLP
-//! spec: 400 not retryable, 413 too large, 429/503 retryable with `Retry-After`).
+//! spec: 400 not retryable, 408 body too slow, 413 too large, 429/503 retryable with
+//! `Retry-After`).
 
 use http::StatusCode;
 
@@ -48,6 +49,9 @@ pub enum IngestError {
     /// The body could not be read.
     #[error("cannot read body: {0}")]
     Body(String),
+    /// The body did not arrive within the read deadline.
+    #[error("request body not received within {} ms", .0.as_millis())]
+    Timeout(std::time::Duration),
 }
 
 impl IngestError {
@@ -63,6 +67,7 @@ impl IngestError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded | Self::Unavailable | Self::Upstream(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -6,6 +6,7 @@
 //! | all spans stored | 200, empty `ExportTraceServiceResponse` |
 //! | some spans rejected (invalid ids) | 200 with `partial_success { rejected_spans, error_message }` |
 //! | malformed body, every span rejected, corrupt gzip | 400 (`google.rpc.Status` body) |
+//! | body not received within `body_read_timeout_ms` (the connection is closed) | 408 |
 //! | body over the limit after decompression | 413 |
 //! | unknown content type or encoding | 415 |
 //! | memory budget spent or store queue full | 503 with `Retry-After: 1` |
@@ -111,6 +112,7 @@ pub fn error_response(state: &AppState, f: Format, err: &IngestError) -> Respons
         code: match status {
             StatusCode::SERVICE_UNAVAILABLE => 14,
             StatusCode::PAYLOAD_TOO_LARGE => 8,
+            StatusCode::REQUEST_TIMEOUT => 4,
             _ => 3,
         },
         message: err.to_string(),
@@ -144,7 +146,8 @@ async fn read_body(
     let enc = body::encoding(headers)?;
     let limit = state.cfg.max_body_bytes;
     let mut res = state.budget.reserve_empty();
-    let raw = body::read_raw(headers, body, limit, &mut res).await?;
+    let deadline = std::time::Duration::from_millis(state.cfg.body_read_timeout_ms);
+    let raw = body::read_raw(headers, body, limit, deadline, &mut res).await?;
     let bytes = match enc {
         body::Encoding::Identity => raw,
         body::Encoding::Gzip => {

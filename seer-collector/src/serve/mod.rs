@@ -3,6 +3,11 @@
 //! [`serve`] runs hyper's HTTP/1 connections itself (rather than `axum::serve`) to bound what
 //! a flood can pin in memory: at most `max_connections` connections (more wait in the kernel's
 //! accept backlog) and a 64 KiB read buffer per connection (hyper's default grows to ~400 KiB).
+//!
+//! A connection must deliver each request head within [`HEADER_READ_TIMEOUT`] of the server
+//! starting to wait for it (an idle keep-alive connection waits for its next request the same
+//! way), else it is closed: a slow or silent client cannot hold a connection slot for long.
+//! Request bodies have their own deadline where they are read (`body_read_timeout_ms`).
 
 pub mod api;
 pub mod auth;
@@ -15,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
@@ -63,6 +68,29 @@ pub fn router(state: AppState) -> Router {
 
 /// Per-connection read buffer cap.
 pub const MAX_BUF: usize = 64 << 10;
+
+/// How long a connection may take to send a request head (or stay idle between requests)
+/// before it is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connection limits of [`serve_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most open connections; more are answered 503 at once.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request head, or stay idle between requests.
+    pub header_read_timeout: Duration,
+}
+
+impl Limits {
+    /// `max_connections` connections, the default [`HEADER_READ_TIMEOUT`].
+    pub fn new(max_connections: usize) -> Self {
+        Self {
+            max_connections,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
 
 /// Connections over the cap answered 503 at once (more are closed unanswered).
 pub const MAX_SHED: usize = 4096;
@@ -127,7 +155,7 @@ async fn shed(stream: tokio::net::TcpStream) {
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true, then lets open connections finish
-/// their requests (at most 10 s).
+/// their requests (at most 10 s). [`serve_with`] with [`Limits::new`].
 ///
 /// # Errors
 ///
@@ -137,9 +165,32 @@ pub async fn serve(
     router: Router,
     max_connections: usize,
     metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    serve_with(
+        listener,
+        router,
+        Limits::new(max_connections),
+        metrics,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `router` on `listener` under `limits` until `shutdown` turns true, then lets open
+/// connections finish their requests (at most 10 s).
+///
+/// # Errors
+///
+/// An error from `accept` other than a per-connection one.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let shed_permits = Arc::new(Semaphore::new(MAX_SHED));
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -181,7 +232,11 @@ pub async fn serve(
                     }
                 });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.max_buf_size(MAX_BUF).keep_alive(true);
+            builder
+                .max_buf_size(MAX_BUF)
+                .keep_alive(true)
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
@@ -209,4 +264,90 @@ fn is_per_connection(e: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionAborted
             | std::io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn write(stream: &tokio::net::TcpStream, mut data: &[u8]) {
+        while !data.is_empty() {
+            stream.writable().await.unwrap();
+            match stream.try_write(data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; `None` if it did not within 30 s (a
+    /// guard against hanging, not a timing expectation).
+    async fn read_to_close(stream: &tokio::net::TcpStream) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await
+        .ok()?;
+        Some(out)
+    }
+
+    async fn get_ok(addr: SocketAddr) -> String {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        write(
+            &s,
+            b"GET /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        String::from_utf8_lossy(&read_to_close(&s).await.unwrap()).into_owned()
+    }
+
+    #[tokio::test]
+    async fn slow_and_idle_connections_are_closed_and_free_their_slot() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/x", get(|| async { "ok" }));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve_with(
+            listener,
+            router,
+            Limits {
+                max_connections: 1,
+                header_read_timeout: Duration::from_millis(200),
+            },
+            Arc::new(Metrics::new()),
+            stop_rx,
+        ));
+        // A slowloris client holds the only slot with a head it never finishes...
+        let slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        write(&slow, b"POST /x HTTP/1.1\r\nhost: x\r\n").await;
+        // ...until the header deadline closes it.
+        assert!(
+            read_to_close(&slow).await.is_some(),
+            "a head that never ends keeps its connection"
+        );
+        assert!(get_ok(addr).await.starts_with("HTTP/1.1 200"));
+        // A client that connects and sends nothing, or goes idle after a request, the same.
+        let idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(read_to_close(&idle).await.is_some(), "idle connection kept");
+        let kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        write(&kept, b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let answer = read_to_close(&kept).await.expect("idle keep-alive kept");
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+        assert!(get_ok(addr).await.starts_with("HTTP/1.1 200"));
+        stop_tx.send(true).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }

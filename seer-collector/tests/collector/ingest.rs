@@ -409,3 +409,98 @@ async fn too_many_services_or_a_too_long_name_is_400() {
     );
     h.running.shutdown().await.unwrap();
 }
+
+/// Writes all of `data` to a raw connection.
+async fn write_raw(stream: &tokio::net::TcpStream, mut data: &[u8]) {
+    while !data.is_empty() {
+        stream.writable().await.unwrap();
+        match stream.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
+
+/// Reads a raw connection until the server closes it (`None` if it is still open after 30 s,
+/// a guard against hanging rather than a timing expectation).
+async fn read_until_closed(stream: &tokio::net::TcpStream) -> Option<String> {
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_hold_little_budget_and_get_408_after_the_deadline() {
+    // 128 MiB limit -> 32 MiB ingest budget. Two clients each declare a 16 MiB body (under the
+    // 32 MiB body limit) and stall after a few bytes: together they declare the whole budget.
+    let h = start(|c| {
+        c.memory_limit_mb = 128;
+        c.max_body_bytes = 32 << 20;
+        c.body_read_timeout_ms = 1_500;
+    })
+    .await;
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: {PB}\r\ncontent-length: {}\r\n\r\n",
+        16 << 20
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let s = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        write_raw(&s, head.as_bytes()).await;
+        write_raw(&s, b"\x0a\x00").await;
+        stalled.push(s);
+    }
+    // Both are being read (each holds its first reservation).
+    assert!(
+        eventually(20, || async {
+            let m = String::from_utf8(get(h.addr, "/metrics").await.body.to_vec()).unwrap();
+            metric(&m, "seer_ingest_bytes_in_use") >= f64::from(2 << 20)
+        })
+        .await
+    );
+    // Others are still served: the stalled bodies hold a small reservation, not 16 MiB each.
+    let good = request_of("s", vec![span([1; 16], 1, 0, 2, "GET /", now_ns(), 10)]).encode_to_vec();
+    let r = post(h.addr, "/v1/traces", PB, good.clone()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // At the deadline each stalled client gets 408 and its connection closed...
+    for s in &stalled {
+        let answer = read_until_closed(s)
+            .await
+            .expect("stalled connection kept open");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("not received within 1500 ms"), "{answer}");
+    }
+    // ...and the budget is released.
+    assert!(
+        eventually(20, || async {
+            let m = String::from_utf8(get(h.addr, "/metrics").await.body.to_vec()).unwrap();
+            metric(&m, "seer_ingest_bytes_in_use") == 0.0
+        })
+        .await
+    );
+    assert_eq!(post(h.addr, "/v1/traces", PB, good).await.status, 200);
+    h.running.shutdown().await.unwrap();
+}
