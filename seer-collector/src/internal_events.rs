@@ -87,10 +87,13 @@ pub enum DropStage {
     Webhook,
     /// Agent forwarding queue was full.
     Forward,
+    /// Background records (windows, predictions, alerts, labels, episodes, node samples) in a
+    /// store commit that failed. Span batches are not counted: their senders got 503 and retry.
+    StoreWrite,
 }
 
 impl DropStage {
-    const ALL: [DropStage; 9] = [
+    const ALL: [DropStage; 10] = [
         Self::Aggregate,
         Self::LateWindow,
         Self::FutureWindow,
@@ -100,6 +103,7 @@ impl DropStage {
         Self::TraceAssembly,
         Self::Webhook,
         Self::Forward,
+        Self::StoreWrite,
     ];
     fn label(self) -> &'static str {
         match self {
@@ -112,6 +116,7 @@ impl DropStage {
             Self::TraceAssembly => "trace_assembly",
             Self::Webhook => "webhook_queue_full",
             Self::Forward => "forward_queue_full",
+            Self::StoreWrite => "store_write_failed",
         }
     }
 }
@@ -140,7 +145,7 @@ pub struct Metrics {
     spans_accepted: AtomicU64,
     spans_rejected: AtomicU64,
     requests_rejected: [AtomicU64; 7],
-    dropped: [AtomicU64; 9],
+    dropped: [AtomicU64; 10],
     windows_received: AtomicU64,
     ingest_bytes: AtomicU64,
     ingest_budget: AtomicU64,

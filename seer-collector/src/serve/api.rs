@@ -497,16 +497,23 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 once the store is open and the threads run, else 503.
+/// `GET /readyz`: 200 once the store is open and the threads run, else 503 (also while the
+/// store is failing with an I/O error and being reopened).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state
+    if !state
         .shared
         .ready
         .load(std::sync::atomic::Ordering::Acquire)
     {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    } else if state.store.as_ref().is_some_and(|s| !s.is_healthy()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store failing (I/O error), reopening\n",
+        )
+            .into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
     }
 }
 

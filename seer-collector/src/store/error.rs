@@ -25,6 +25,17 @@ pub enum StoreError {
     /// The writer thread is gone.
     #[error("store writer is closed")]
     Closed,
+    /// The database is being opened again after an I/O error.
+    #[error("store is reopening after an I/O error")]
+    Unavailable,
+}
+
+impl StoreError {
+    /// Whether the database hit an I/O error (disk full, device gone): redb then refuses every
+    /// operation until it is opened again ([`crate::store::Store::reopen`]).
+    pub fn is_io(&self) -> bool {
+        matches!(self, Self::Db(e) if matches!(**e, redb::Error::Io(_) | redb::Error::PreviousIo))
+    }
 }
 
 macro_rules! from_redb {

@@ -37,6 +37,8 @@ mod error;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -134,11 +136,31 @@ pub struct StoreStats {
     pub blobs: u64,
 }
 
+/// Opens the database file at a path with a page cache size. The default is redb's file
+/// backend; tests inject a backend that fails on demand.
+pub(crate) type Opener =
+    Box<dyn Fn(&Path, usize) -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
 /// The store. `Sync`: readers run concurrently with the single writer.
-#[derive(Debug)]
+///
+/// After an I/O error redb refuses every later operation until the database is opened again;
+/// [`Store::reopen`] does that in place (the writer calls it), and [`Store::is_healthy`] says
+/// whether the last write failed with such an error.
 pub struct Store {
-    db: Database,
+    db: RwLock<Option<Database>>,
     path: PathBuf,
+    cache_bytes: usize,
+    opener: Opener,
+    healthy: AtomicBool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("healthy", &self.is_healthy())
+            .finish_non_exhaustive()
+    }
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -160,18 +182,38 @@ impl Store {
     ///
     /// [`StoreError::Dir`] or [`StoreError::Open`].
     pub fn open(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        Self::open_with(
+            dir,
+            cache_bytes,
+            Box::new(|path, cache| {
+                Database::builder()
+                    .set_cache_size(cache.max(4 << 20))
+                    .create(path)
+            }),
+        )
+    }
+
+    /// [`Store::open`] with the database opened by `opener` (also on [`Store::reopen`]).
+    pub(crate) fn open_with(
+        dir: &Path,
+        cache_bytes: usize,
+        opener: Opener,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_owned(),
             source,
         })?;
         let path = dir.join(Self::FILE);
-        let db = Database::builder()
-            .set_cache_size(cache_bytes.max(4 << 20))
-            .create(&path)
-            .map_err(|e| StoreError::Open(Box::new(e)))?;
-        let store = Self { db, path };
+        let db = opener(&path, cache_bytes).map_err(|e| StoreError::Open(Box::new(e)))?;
+        let store = Self {
+            db: RwLock::new(Some(db)),
+            path,
+            cache_bytes,
+            opener,
+            healthy: AtomicBool::new(true),
+        };
         // Create every table so readers never meet a missing one.
-        let tx = store.db.begin_write()?;
+        let tx = store.write_tx()?;
         {
             tx.open_table(SPAN_BLOBS)?;
             tx.open_table(BLOB_META)?;
@@ -195,6 +237,45 @@ impl Store {
         &self.path
     }
 
+    /// False after a write failed with an I/O error, until [`Store::reopen`] succeeds.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Records that a write failed with an I/O error: the database must be reopened.
+    pub(crate) fn mark_failed(&self) {
+        self.healthy.store(false, Ordering::Release);
+    }
+
+    /// Closes the database and opens it again (redb repairs it from its last commit), after an
+    /// I/O error left it refusing every operation. Reads and writes meanwhile get
+    /// [`StoreError::Unavailable`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] when the file cannot be opened yet (for example while a reader
+    /// still holds the old handle, or the disk still fails); call again later.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().map_err(|_| StoreError::Closed)?;
+        // The old handle must go first: it holds the file's lock.
+        drop(db.take());
+        let fresh = (self.opener)(&self.path, self.cache_bytes)
+            .map_err(|e| StoreError::Open(Box::new(e)))?;
+        *db = Some(fresh);
+        self.healthy.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn read_tx(&self) -> Result<redb::ReadTransaction, StoreError> {
+        let db = self.db.read().map_err(|_| StoreError::Closed)?;
+        Ok(db.as_ref().ok_or(StoreError::Unavailable)?.begin_read()?)
+    }
+
+    fn write_tx(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let db = self.db.read().map_err(|_| StoreError::Closed)?;
+        Ok(db.as_ref().ok_or(StoreError::Unavailable)?.begin_write()?)
+    }
+
     /// Writes a batch in one durable transaction.
     ///
     /// # Errors
@@ -204,7 +285,7 @@ impl Store {
         if w.is_empty() {
             return Ok(());
         }
-        let tx = self.db.begin_write()?;
+        let tx = self.write_tx()?;
         {
             let mut meta = tx.open_table(META)?;
             let get = |m: &redb::Table<'_, &str, u64>, k: &str| -> Result<u64, StoreError> {
@@ -289,7 +370,7 @@ impl Store {
     ///
     /// [`StoreError::Db`].
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.read_tx()?;
         let meta = tx.open_table(META)?;
         let get =
             |k: &str| -> Result<u64, StoreError> { Ok(meta.get(k)?.map_or(0, |v| v.value())) };
@@ -307,7 +388,7 @@ impl Store {
     /// [`StoreError::Db`] or [`StoreError::Corrupt`].
     pub fn trace(&self, trace_id: [u8; 16]) -> Result<Vec<StoredSpan>, StoreError> {
         let tid = u128::from_be_bytes(trace_id);
-        let tx = self.db.begin_read()?;
+        let tx = self.read_tx()?;
         let idx = tx.open_table(TRACE_IDX)?;
         let blobs = tx.open_table(SPAN_BLOBS)?;
         let mut out = Vec::new();
@@ -335,7 +416,7 @@ impl Store {
         to_ns: u64,
         limit: usize,
     ) -> Result<Vec<[u8; 16]>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.read_tx()?;
         let idx = tx.open_table(SERVICE_IDX)?;
         let blobs = tx.open_table(SPAN_BLOBS)?;
         let mut out: Vec<[u8; 16]> = Vec::new();
@@ -396,7 +477,7 @@ impl Store {
         to: u64,
         limit: usize,
     ) -> Result<Vec<T>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(table)?;
         let mut out = Vec::new();
         for e in t.range((name, from)..(name, to))? {
@@ -422,7 +503,7 @@ impl Store {
         to_tick: u64,
         limit: usize,
     ) -> Result<Vec<PredictionRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(PREDICTIONS)?;
         let mut out = Vec::new();
         for e in t.range(from_tick..to_tick)?.rev() {
@@ -444,7 +525,7 @@ impl Store {
     ///
     /// [`StoreError::Db`].
     pub fn alerts(&self, open_only: bool, limit: usize) -> Result<Vec<Alert>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(ALERTS)?;
         let mut out = Vec::new();
         for e in t.iter()?.rev() {
@@ -467,7 +548,7 @@ impl Store {
     ///
     /// [`StoreError::Db`].
     pub fn episodes(&self, limit: usize) -> Result<Vec<Episode>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(EPISODES)?;
         let mut out = Vec::new();
         for e in t.iter()?.rev().take(limit) {
@@ -485,7 +566,7 @@ impl Store {
     ///
     /// [`StoreError::Db`].
     pub fn labels(&self, limit: usize) -> Result<Vec<Label>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(LABELS)?;
         let mut out = Vec::new();
         for e in t.iter()?.take(limit) {
@@ -503,7 +584,7 @@ impl Store {
     ///
     /// [`StoreError::Db`].
     pub fn service_names(&self) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(NAMES)?;
         let mut out = std::collections::BTreeSet::new();
         for e in t.iter()? {
@@ -534,7 +615,7 @@ impl Store {
         let cutoff_ns = now_ns.saturating_sub(max_age_ns);
         let cutoff_tick = cutoff_ns / tick_ns.max(1);
         let mut stats = RetentionStats::default();
-        let tx = self.db.begin_write()?;
+        let tx = self.write_tx()?;
         {
             let mut meta = tx.open_table(META)?;
             let mut bytes = meta.get(SPAN_BYTES)?.map_or(0, |v| v.value());

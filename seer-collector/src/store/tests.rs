@@ -155,3 +155,153 @@ proptest! {
         }
     }
 }
+
+/// redb's file backend with writes that fail (as on a full disk) while `fail` is set.
+#[derive(Debug)]
+struct FlakyBackend {
+    inner: redb::backends::FileBackend,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyBackend {
+    fn check(&self) -> std::io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FlakyBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.inner.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+}
+
+fn flaky_store(dir: &std::path::Path) -> (Store, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = std::sync::Arc::clone(&fail);
+    let opener: Opener = Box::new(move |path, _cache| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(redb::DatabaseError::from)?;
+        let backend = FlakyBackend {
+            inner: redb::backends::FileBackend::new(file)?,
+            fail: std::sync::Arc::clone(&f),
+        };
+        redb::Database::builder().create_with_backend(backend)
+    });
+    (Store::open_with(dir, 4 << 20, opener).unwrap(), fail)
+}
+
+fn node_at(unix_ns: u64) -> NodeSample {
+    NodeSample {
+        node: "n1".into(),
+        unix_ns,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn an_io_error_needs_a_reopen_and_keeps_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, fail) = flaky_store(dir.path());
+    let write = |at| {
+        s.write(&WriteBatch {
+            nodes: vec![node_at(at)],
+            ..Default::default()
+        })
+    };
+    write(1).unwrap();
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = write(2).unwrap_err();
+    assert!(e.is_io(), "{e:?}");
+    // The disk has room again, but redb refuses until reopened.
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let e = write(3).unwrap_err();
+    assert!(e.is_io(), "{e:?}");
+    s.reopen().unwrap();
+    write(4).unwrap();
+    let got: Vec<u64> = s
+        .node_samples("n1", 0, 10, 10)
+        .unwrap()
+        .iter()
+        .map(|n| n.unix_ns)
+        .collect();
+    assert_eq!(got, [1, 4]);
+}
+
+#[test]
+fn the_writer_reopens_a_failed_store_and_counts_the_records_it_lost() {
+    use super::writer::{Record, RetentionPolicy, spawn};
+    let dir = tempfile::tempdir().unwrap();
+    let (s, fail) = flaky_store(dir.path());
+    let store = std::sync::Arc::new(s);
+    let metrics = std::sync::Arc::new(crate::internal_events::Metrics::new());
+    let (w, join) = spawn(
+        std::sync::Arc::clone(&store),
+        64,
+        RetentionPolicy {
+            max_age_ns: u64::MAX,
+            max_bytes: u64::MAX,
+            tick_ns: 100,
+            every: std::time::Duration::from_secs(3600),
+        },
+        std::sync::Arc::clone(&metrics),
+    )
+    .unwrap();
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    w.record(Record::Node(node_at(1)));
+    w.flush();
+    assert!(!store.is_healthy());
+    assert_eq!(
+        metrics.dropped(crate::internal_events::DropStage::StoreWrite),
+        1
+    );
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    // The writer reopens within a second or so; until then writes fail and count.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut at = 2;
+    while !store.is_healthy()
+        || store
+            .node_samples("n1", 0, u64::MAX, 10)
+            .unwrap()
+            .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never reopened the store"
+        );
+        w.record(Record::Node(node_at(at)));
+        w.flush();
+        at += 1;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(w);
+    join.join().unwrap();
+    let written = store.node_samples("n1", 0, u64::MAX, 1000).unwrap().len() as u64;
+    // Every record was either written or counted as lost.
+    assert_eq!(
+        written + metrics.dropped(crate::internal_events::DropStage::StoreWrite),
+        at - 1
+    );
+}

@@ -140,6 +140,8 @@ fn now_ns() -> u64 {
 }
 
 const MAX_DRAIN: usize = 8192;
+/// Pause between attempts to reopen a store that failed with an I/O error.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 const MAX_DRAIN_BYTES: usize = 8 << 20;
 
 fn run(
@@ -150,7 +152,17 @@ fn run(
     capacity: usize,
 ) {
     let mut last_retention = Instant::now();
+    let mut last_reopen: Option<Instant> = None;
     loop {
+        // After an I/O error redb refuses everything until reopened: try once a second, so a
+        // disk that was full for a moment costs seconds of 503s, not a restart.
+        if !store.is_healthy() && last_reopen.is_none_or(|t| t.elapsed() >= REOPEN_EVERY) {
+            last_reopen = Some(Instant::now());
+            match store.reopen() {
+                Ok(()) => tracing::warn!("store reopened after an I/O error"),
+                Err(e) => tracing::error!(error = %e, "store still failing; retrying in 1 s"),
+            }
+        }
         let first = match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => None,
@@ -178,7 +190,7 @@ fn run(
             .emit(metrics);
             commit(store, msgs, metrics);
         }
-        if last_retention.elapsed() >= retention.every {
+        if store.is_healthy() && last_retention.elapsed() >= retention.every {
             last_retention = Instant::now();
             loop {
                 match store.retain(
@@ -208,6 +220,7 @@ fn commit(store: &Store, msgs: Vec<Msg>, metrics: &Metrics) {
     let mut wb = WriteBatch::default();
     let mut acks = Vec::new();
     let mut flushes = Vec::new();
+    let mut records = 0u64;
     let now = now_ns();
     for m in msgs {
         match m {
@@ -222,14 +235,17 @@ fn commit(store: &Store, msgs: Vec<Msg>, metrics: &Metrics) {
                 });
                 acks.push((ack, p));
             }
-            Msg::Record(r) => match r {
-                Record::Windows(w) => wb.windows.extend(w),
-                Record::Node(n) => wb.nodes.push(n),
-                Record::Prediction(p) => wb.predictions.push(*p),
-                Record::Alert(a) => wb.alerts.push(*a),
-                Record::Episode(e) => wb.episodes.push(e),
-                Record::Label(l) => wb.labels.push(l),
-            },
+            Msg::Record(r) => {
+                records += 1;
+                match r {
+                    Record::Windows(w) => wb.windows.extend(w),
+                    Record::Node(n) => wb.nodes.push(n),
+                    Record::Prediction(p) => wb.predictions.push(*p),
+                    Record::Alert(a) => wb.alerts.push(*a),
+                    Record::Episode(e) => wb.episodes.push(e),
+                    Record::Label(l) => wb.labels.push(l),
+                }
+            }
             Msg::Flush(tx) => flushes.push(tx),
         }
     }
@@ -244,6 +260,17 @@ fn commit(store: &Store, msgs: Vec<Msg>, metrics: &Metrics) {
         }
         Err(e) => {
             StoreFailed { error: &e }.emit(metrics);
+            if e.is_io() && store.is_healthy() {
+                tracing::error!(error = %e, "store write failed with an I/O error; reopening");
+                store.mark_failed();
+            }
+            if records > 0 {
+                Dropped {
+                    stage: DropStage::StoreWrite,
+                    count: records,
+                }
+                .emit(metrics);
+            }
             false
         }
     };
