@@ -32,7 +32,7 @@ use crate::predict::alerts::{Alert, AlertPhase};
 use crate::predict::thread::{PredictSink, PredictionRecord, TickFrame};
 use crate::store::Store;
 use crate::store::writer::{Record, StoreHandle};
-use crate::window::{Aggregator, AggregatorConfig, Edge, Episode, Label};
+use crate::window::{Aggregator, AggregatorConfig, ClosedTick, Edge, Episode, Label};
 
 /// A message to the aggregator thread.
 #[derive(Debug)]
@@ -232,7 +232,15 @@ pub fn run_aggregator(
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                // Shutting down: store the ticks still open (no predictions for them).
+                for c in agg.close_all() {
+                    if let Some(w) = writer {
+                        store_closed(w, &c);
+                    }
+                }
+                return;
+            }
         }
         // On the half-tick cadence, or as soon as every active SDK process has reported the next
         // tick (the early close).
@@ -257,17 +265,7 @@ pub fn run_aggregator(
             }
             .emit(metrics);
             if let Some(w) = writer {
-                if !c.windows.is_empty() {
-                    w.record(Record::Windows(c.windows));
-                }
-                if let Some(e) = &c.verdict.closed {
-                    w.record(Record::Episode(e.clone()));
-                }
-                if c.verdict.episode_start
-                    && let Some(e) = &c.verdict.current
-                {
-                    w.record(Record::Episode(e.clone()));
-                }
+                store_closed(w, &c);
             }
             if let Ok(mut s) = shared.snapshot.write() {
                 s.tick = c.frame.tick;
@@ -336,6 +334,21 @@ pub fn run_aggregator(
             }
         }
         reported = d;
+    }
+}
+
+/// Queues a closed tick's windows and episode changes for the store.
+fn store_closed(w: &StoreHandle, c: &ClosedTick) {
+    if !c.windows.is_empty() {
+        w.record(Record::Windows(c.windows.clone()));
+    }
+    if let Some(e) = &c.verdict.closed {
+        w.record(Record::Episode(e.clone()));
+    }
+    if c.verdict.episode_start
+        && let Some(e) = &c.verdict.current
+    {
+        w.record(Record::Episode(e.clone()));
     }
 }
 

@@ -737,6 +737,20 @@ impl Aggregator {
         out
     }
 
+    /// Closes every open tick, watermark or not: at shutdown what was accepted is aggregated
+    /// and stored rather than left in memory.
+    pub fn close_all(&mut self) -> Vec<ClosedTick> {
+        let Some((&last, _)) = self.open.last_key_value() else {
+            return Vec::new();
+        };
+        let tick_ns = self.cfg.tick_ns.max(1);
+        let end = last
+            .saturating_add(1)
+            .saturating_mul(tick_ns)
+            .saturating_add(self.cfg.watermark_ns);
+        self.advance(end)
+    }
+
     fn close(&mut self, tick: u64, state: TickState) -> ClosedTick {
         let tick_ns = self.cfg.tick_ns.max(1);
         let tick_s = tick_ns as f64 / 1e9;

@@ -460,3 +460,15 @@ fn node_samples_track_at_most_the_service_limit_of_unknown_services() {
     assert_eq!(a.service_hw.len(), 9);
     assert!(a.service_hw.contains_key("known"));
 }
+
+#[test]
+fn close_all_closes_every_open_tick_before_its_watermark() {
+    let mut a = Aggregator::new(cfg(vec![]));
+    a.on_windows(&window("a", 10, "GET /", &[5], 0.0), None, 10 * TICK);
+    a.on_windows(&window("a", 11, "GET /", &[5, 5], 0.0), None, 11 * TICK);
+    assert!(a.advance(11 * TICK).is_empty(), "before the watermark");
+    let closed = a.close_all();
+    assert_eq!(ticks(&closed), vec![10, 11]);
+    assert_eq!(closed[1].windows[0].arrivals, 2);
+    assert!(a.close_all().is_empty(), "nothing left open");
+}

@@ -127,3 +127,44 @@ async fn kill_9_mid_write_loses_nothing_acknowledged() {
     let stats = store.stats().unwrap();
     assert!(stats.spans >= acked.len() as u64 * 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stores_the_ticks_still_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    // Nothing closes on its own before the shutdown.
+    cfg.watermark_ms = 60_000;
+    cfg.early_close = false;
+    let running = seer_collector::Collector::new(cfg).start().await.unwrap();
+    let tick_ns = 100_000_000;
+    let mut h = seer_proto::Histogram::new_latency();
+    h.record_ns(5_000_000);
+    let batch = seer_proto::WindowBatch {
+        version: seer_proto::WIRE_VERSION,
+        service: "late".into(),
+        pid: 1,
+        tick_start_unix_ns: now_ns() / tick_ns * tick_ns,
+        tick_ns,
+        windows: vec![seer_proto::EndpointWindow {
+            endpoint: "GET /".into(),
+            arrivals: 3,
+            completions: 3,
+            latency: h.encode(),
+            self_latency: h.encode(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let r = post(
+        running.local_addr(),
+        seer_proto::WINDOWS_PATH,
+        PB,
+        batch.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    running.shutdown().await.unwrap();
+    let store = Store::open(dir.path(), 8 << 20).unwrap();
+    let w = store.windows("late", 0, u64::MAX, 10).unwrap();
+    assert_eq!(w.iter().map(|w| w.arrivals).sum::<u64>(), 3, "{w:?}");
+}
