@@ -121,7 +121,7 @@ impl DropStage {
     }
 }
 
-const STATUSES: [u16; 7] = [400, 401, 404, 413, 415, 429, 503];
+const STATUSES: [u16; 8] = [400, 401, 404, 408, 413, 415, 429, 503];
 const FORMATS: [&str; 2] = ["protobuf", "json"];
 const PHASES: [&str; 3] = ["start", "change", "end"];
 const WEBHOOK_RESULTS: [&str; 3] = ["ok", "retry", "failed"];
@@ -144,7 +144,7 @@ pub struct Metrics {
     spans_received: [AtomicU64; 2],
     spans_accepted: AtomicU64,
     spans_rejected: AtomicU64,
-    requests_rejected: [AtomicU64; 7],
+    requests_rejected: [AtomicU64; 8],
     dropped: [AtomicU64; 10],
     windows_received: AtomicU64,
     ingest_bytes: AtomicU64,

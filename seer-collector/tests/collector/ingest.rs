@@ -502,5 +502,6 @@ async fn stalled_bodies_hold_little_budget_and_get_408_after_the_deadline() {
         .await
     );
     assert_eq!(post(h.addr, "/v1/traces", PB, good).await.status, 200);
+    assert_eq!(h.running.metrics().requests_rejected(408), 2);
     h.running.shutdown().await.unwrap();
 }
