@@ -197,14 +197,17 @@ impl Forwarder {
         .map(drop)
     }
 
-    /// Forwards a window batch, stamping this node, and relays the advice reply.
+    /// Forwards a (decoded and checked) window batch, stamping this node, and relays the
+    /// advice reply.
     ///
     /// # Errors
     ///
     /// The upstream's refusal mapped to an [`IngestError`].
-    pub async fn windows(&self, body: Bytes, node: &str) -> Result<Response, IngestError> {
-        let mut batch = seer_proto::WindowBatch::decode(body.as_ref())
-            .map_err(|e| IngestError::Invalid(e.to_string()))?;
+    pub async fn windows(
+        &self,
+        mut batch: seer_proto::WindowBatch,
+        node: &str,
+    ) -> Result<Response, IngestError> {
         if batch.node.is_empty() {
             batch.node = if node.is_empty() {
                 self.node.clone()

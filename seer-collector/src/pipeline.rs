@@ -20,7 +20,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::config::Config;
 use crate::hw::{NodeSample, TargetMap};
-use crate::ingest::budget::Budget;
+use crate::ingest::budget::{Budget, Reservation};
 use crate::ingest::{Pending, now_unix_ns};
 use crate::internal_events::{
     AlertEmitted, DropStage, Dropped, Metrics, PredictionMade, QueueFill, SdkCountersReported,
@@ -39,8 +39,15 @@ use crate::window::{Aggregator, AggregatorConfig, ClosedTick, Edge, Episode, Lab
 pub enum AggMsg {
     /// A stored span batch.
     Spans(Arc<Pending>),
-    /// A native window batch and the sender's node.
-    Windows(Box<seer_proto::WindowBatch>, Option<String>),
+    /// A native window batch.
+    Windows {
+        /// The batch.
+        batch: Box<seer_proto::WindowBatch>,
+        /// The sender's node.
+        node: Option<String>,
+        /// Ingest memory held for the batch until it is merged.
+        reservation: Reservation,
+    },
     /// A node sample.
     Node(NodeSample),
     /// A ground-truth label.
@@ -355,7 +362,14 @@ fn store_closed(w: &StoreHandle, c: &ClosedTick) {
 fn handle(agg: &mut Aggregator, msg: AggMsg, writer: Option<&StoreHandle>) {
     match msg {
         AggMsg::Spans(p) => agg.on_spans(&p.batch, now_unix_ns()),
-        AggMsg::Windows(b, node) => agg.on_windows(&b, node.as_deref(), now_unix_ns()),
+        AggMsg::Windows {
+            batch,
+            node,
+            reservation,
+        } => {
+            agg.on_windows(&batch, node.as_deref(), now_unix_ns());
+            drop(reservation);
+        }
         AggMsg::Node(s) => {
             if let Some(w) = writer {
                 w.record(Record::Node(s.clone()));

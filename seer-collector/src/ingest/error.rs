@@ -36,6 +36,14 @@ pub enum IngestError {
     /// The body (decompressed) is over the limit.
     #[error("request body too large")]
     TooLarge,
+    /// The body (decompressed) is over an endpoint's own limit, named in the message.
+    #[error("{what} over the {} limit of this endpoint", human_bytes(*.limit))]
+    OverLimit {
+        /// What the body is (e.g. `window batch`).
+        what: &'static str,
+        /// The endpoint's limit, bytes.
+        limit: usize,
+    },
     /// The memory budget or a queue is full; retry later.
     #[error("collector overloaded, retry later")]
     Overloaded,
@@ -66,11 +74,21 @@ impl IngestError {
             Self::UnsupportedMediaType | Self::UnsupportedEncoding => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge | Self::OverLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded | Self::Unavailable | Self::Upstream(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+        }
+    }
+
+    /// [`IngestError::TooLarge`] named as [`IngestError::OverLimit`] (`what` over `limit`
+    /// bytes); any other error unchanged.
+    #[must_use]
+    pub fn over_limit(self, what: &'static str, limit: usize) -> Self {
+        match self {
+            Self::TooLarge => Self::OverLimit { what, limit },
+            e => e,
         }
     }
 
@@ -81,5 +99,37 @@ impl IngestError {
             Self::Overloaded | Self::Unavailable | Self::Upstream(_)
         )
         .then_some(1)
+    }
+}
+
+/// `n` bytes as `4 MiB`, `512 KiB` or `1000 bytes`.
+fn human_bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_limit_is_named_in_the_413() {
+        let e = IngestError::TooLarge.over_limit("window batch", 4 << 20);
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            e.to_string(),
+            "window batch over the 4 MiB limit of this endpoint"
+        );
+        assert!(matches!(
+            IngestError::Overloaded.over_limit("x", 1),
+            IngestError::Overloaded
+        ));
+        assert_eq!(human_bytes(512 << 10), "512 KiB");
+        assert_eq!(human_bytes(1536), "1536 bytes");
     }
 }

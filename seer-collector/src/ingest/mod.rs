@@ -7,11 +7,16 @@
 //! | some spans rejected (invalid ids) | 200 with `partial_success { rejected_spans, error_message }` |
 //! | malformed body, every span rejected, corrupt gzip | 400 (`google.rpc.Status` body) |
 //! | body not received within `body_read_timeout_ms` (the connection is closed) | 408 |
-//! | body over the limit after decompression | 413 |
+//! | body over the limit after decompression (`max_body_bytes`; window batches also at most [`MAX_WINDOW_BODY_BYTES`]) | 413 |
 //! | unknown content type or encoding | 415 |
 //! | memory budget spent or store queue full | 503 with `Retry-After: 1` |
 //!
 //! A 200 is sent only after the store committed the batch: every acknowledged span is on disk.
+//!
+//! Every body is read into memory reserved against the ingest [`budget`], and a batch keeps its
+//! reservation while it waits in a queue (the store's, the aggregator's): a flood of requests
+//! is answered 503 instead of growing the queues past the budget. Large bodies are decoded on
+//! tokio's blocking threads, not on the async workers that serve every connection.
 
 pub mod body;
 pub mod budget;
@@ -137,14 +142,19 @@ pub(crate) fn now_unix_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Reads and inflates a body under the limit and budget.
-async fn read_body(
+/// Reads and inflates a body under `limit` (decompressed bytes) and the budget, within
+/// `body_read_timeout_ms`.
+///
+/// # Errors
+///
+/// As [`body::read_raw`] and [`body::gunzip`], and [`IngestError::UnsupportedEncoding`].
+pub(crate) async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    limit: usize,
 ) -> Result<(Bytes, Reservation), IngestError> {
     let enc = body::encoding(headers)?;
-    let limit = state.cfg.max_body_bytes;
     let mut res = state.budget.reserve_empty();
     let deadline = std::time::Duration::from_millis(state.cfg.body_read_timeout_ms);
     let raw = body::read_raw(headers, body, limit, deadline, &mut res).await?;
@@ -175,9 +185,12 @@ fn decode(f: Format, bytes: Bytes) -> Result<DecodedBatch, IngestError> {
     })
 }
 
+/// Bodies over this many bytes are decoded on a blocking thread instead of an async worker.
+const DECODE_INLINE_BYTES: usize = 1 << 20;
+
 /// Decodes an OTLP body, off the async workers when it is large.
 async fn decode_off_thread(f: Format, bytes: Bytes) -> Result<DecodedBatch, IngestError> {
-    if bytes.len() > 1 << 20 {
+    if bytes.len() > DECODE_INLINE_BYTES {
         tokio::task::spawn_blocking(move || decode(f, bytes))
             .await
             .map_err(|_| IngestError::Overloaded)?
@@ -291,7 +304,7 @@ pub async fn traces(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Err(e) => return error_response(&state, Format::Json, &e),
     };
     let result = async {
-        let (bytes, res) = read_body(&state, &headers, body).await?;
+        let (bytes, res) = read_body(&state, &headers, body, state.cfg.max_body_bytes).await?;
         let batch = decode_off_thread(f, bytes).await?;
         SpansReceived {
             count: batch.spans.len() as u64 + batch.rejected,
@@ -353,7 +366,11 @@ pub fn check_windows(b: &seer_proto::WindowBatch) -> Result<(), IngestError> {
         ));
     }
     for w in &b.windows {
-        for h in [&w.latency, &w.self_latency, &w.queue_wait] {
+        // An empty histogram is valid (and decoding one would allocate for nothing).
+        for h in [&w.latency, &w.self_latency, &w.queue_wait]
+            .into_iter()
+            .filter(|h| !h.is_empty())
+        {
             seer_proto::Histogram::decode(h)
                 .map_err(|_| IngestError::Invalid(format!("bad histogram for {}", w.endpoint)))?;
         }
@@ -370,7 +387,59 @@ fn advice_response(advice: &Advice) -> Response {
     r
 }
 
+/// Most bytes of a window batch body (after decompression). A batch is one process's tick:
+/// a few hundred KiB even with hundreds of endpoints and full histograms, so 4 MiB leaves
+/// room while keeping one request's decoding (and the 4096 batches the aggregator queue can
+/// hold) small; bigger bodies are answered 413 naming this limit. `max_body_bytes` applies
+/// when it is smaller.
+pub const MAX_WINDOW_BODY_BYTES: usize = 4 << 20;
+
+/// A window batch with more non-empty histograms than this is checked on a blocking thread:
+/// each decode allocates and zeroes the histogram's counts (up to tens of KiB for a wide range).
+const CHECK_INLINE_HISTOGRAMS: usize = 64;
+
+/// Decodes and checks a window batch ([`check_windows`]), off the async workers when the body
+/// is over [`DECODE_INLINE_BYTES`] or holds many histograms.
+async fn decode_windows(bytes: Bytes) -> Result<seer_proto::WindowBatch, IngestError> {
+    fn decode(bytes: &[u8]) -> Result<seer_proto::WindowBatch, IngestError> {
+        seer_proto::WindowBatch::decode(bytes)
+            .map_err(|e| IngestError::Invalid(format!("malformed window batch: {e}")))
+    }
+    fn checked(b: seer_proto::WindowBatch) -> Result<seer_proto::WindowBatch, IngestError> {
+        check_windows(&b).map(|()| b)
+    }
+    async fn blocking(
+        f: impl FnOnce() -> Result<seer_proto::WindowBatch, IngestError> + Send + 'static,
+    ) -> Result<seer_proto::WindowBatch, IngestError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| IngestError::Overloaded)?
+    }
+    if bytes.len() > DECODE_INLINE_BYTES {
+        return blocking(move || checked(decode(&bytes)?)).await;
+    }
+    let batch = decode(&bytes)?;
+    let histograms: usize = batch
+        .windows
+        .iter()
+        .map(|w| {
+            [&w.latency, &w.self_latency, &w.queue_wait]
+                .into_iter()
+                .filter(|h| !h.is_empty())
+                .count()
+        })
+        .sum();
+    if histograms > CHECK_INLINE_HISTOGRAMS {
+        blocking(move || checked(batch)).await
+    } else {
+        checked(batch)
+    }
+}
+
 /// `POST /v1/seer/windows`: merges the batch and replies with the service's advice.
+///
+/// The body is at most [`MAX_WINDOW_BODY_BYTES`]. The decoded batch keeps the body's memory
+/// reservation (plus its window records) until the aggregator has merged it.
 pub async fn windows(State(state): State<AppState>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
@@ -383,10 +452,16 @@ pub async fn windows(State(state): State<AppState>, req: axum::extract::Request)
         if format(&headers)? != Format::Protobuf {
             return Err(IngestError::UnsupportedMediaType);
         }
-        let (bytes, _res) = read_body(&state, &headers, body).await?;
-        let batch = seer_proto::WindowBatch::decode(bytes.as_ref())
-            .map_err(|e| IngestError::Invalid(format!("malformed window batch: {e}")))?;
-        check_windows(&batch)?;
+        let limit = state.cfg.max_body_bytes.min(MAX_WINDOW_BODY_BYTES);
+        let (bytes, mut res) = read_body(&state, &headers, body, limit)
+            .await
+            .map_err(|e| e.over_limit("window batch", limit))?;
+        let batch = decode_windows(bytes).await?;
+        // The decoded batch holds copies of the body's strings and histograms (the body goes
+        // now): its reservation carries over, grown by the window records.
+        if !res.grow(batch.windows.len() * std::mem::size_of::<seer_proto::EndpointWindow>()) {
+            return Err(IngestError::Overloaded);
+        }
         WindowsReceived.emit(&state.metrics);
         let node = if batch.node.is_empty() {
             state.node_for_peer(peer)
@@ -396,13 +471,14 @@ pub async fn windows(State(state): State<AppState>, req: axum::extract::Request)
         state.learn_target(&batch, &node);
         let service = batch.service.clone();
         if let Some(fwd) = &state.forward {
-            return fwd.windows(bytes, &node).await;
+            return fwd.windows(batch, &node).await;
         }
-        if state
-            .agg_tx
-            .try_send(AggMsg::Windows(Box::new(batch), Some(node)))
-            .is_err()
-        {
+        let msg = AggMsg::Windows {
+            batch: Box::new(batch),
+            node: Some(node),
+            reservation: res,
+        };
+        if state.agg_tx.try_send(msg).is_err() {
             return Err(IngestError::Overloaded);
         }
         let advice = state.advice_for(&service);
@@ -416,10 +492,140 @@ pub async fn windows(State(state): State<AppState>, req: axum::extract::Request)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ingest::budget::Budget;
     use crate::ingest::otlp::SpanRec;
+    use crossbeam::channel::Receiver;
+
+    /// Handler state with default settings, a `budget`-byte ingest budget, no store, and an
+    /// aggregator queue nobody reads but the caller.
+    pub(crate) fn app_state(budget: usize) -> (AppState, Receiver<AggMsg>) {
+        let metrics = Arc::new(Metrics::new());
+        let (agg_tx, agg_rx) = crossbeam::channel::bounded(16);
+        let state = AppState {
+            cfg: Arc::new(crate::config::Config::default()),
+            budget: Budget::new(budget, Arc::clone(&metrics)),
+            metrics,
+            store: None,
+            writer: None,
+            agg_tx,
+            shared: Arc::default(),
+            targets: Arc::default(),
+            forward: None,
+            node: Arc::from("n"),
+            shutdown: tokio::sync::watch::channel(false).1,
+        };
+        (state, agg_rx)
+    }
+
+    /// A POST of `body` to `path` with `content_type`.
+    pub(crate) fn post(path: &str, content_type: &str, body: Vec<u8>) -> axum::extract::Request {
+        http::Request::post(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    /// A window batch of `n` endpoints, each with a latency histogram.
+    fn window_batch(n: usize) -> seer_proto::WindowBatch {
+        let mut h = seer_proto::Histogram::new_latency();
+        h.record_ns(1_000_000);
+        seer_proto::WindowBatch {
+            version: seer_proto::WIRE_VERSION,
+            service: "s".into(),
+            tick_start_unix_ns: 1_000_000_000,
+            tick_ns: 100_000_000,
+            windows: (0..n)
+                .map(|i| seer_proto::EndpointWindow {
+                    endpoint: format!("GET /{i:0>200}"),
+                    arrivals: 1,
+                    completions: 1,
+                    latency: h.encode(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    async fn post_windows(state: &AppState, body: Vec<u8>) -> (StatusCode, RpcStatus) {
+        let req = post(
+            seer_proto::WINDOWS_PATH,
+            seer_proto::PROTOBUF_CONTENT_TYPE,
+            body,
+        );
+        let resp = windows(State(state.clone()), req).await;
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, RpcStatus::decode(body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_queued_window_batch_holds_its_reservation_until_merged() {
+        let (state, agg_rx) = app_state(64 << 20);
+        let body = window_batch(3).encode_to_vec();
+        let (status, rpc) = post_windows(&state, body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{}", rpc.message);
+        // The handler returned, the batch waits in the queue: its memory is still reserved.
+        assert_eq!(agg_rx.len(), 1);
+        let held = state.budget.used();
+        assert!(
+            held >= body.len(),
+            "{held} bytes reserved for a queued {}-byte batch",
+            body.len()
+        );
+        // Merged (the message handled and dropped): released.
+        match agg_rx.try_recv() {
+            Ok(AggMsg::Windows { batch, node, .. }) => {
+                assert_eq!(batch.windows.len(), 3);
+                assert_eq!(node.as_deref(), Some("n"));
+            }
+            other => panic!("expected a window batch, got {other:?}"),
+        }
+        assert_eq!(state.budget.used(), 0);
+        // A budget the queued batches have spent refuses the next one with 503.
+        let (state, agg_rx) = app_state(held + held / 2);
+        assert_eq!(post_windows(&state, body.clone()).await.0, StatusCode::OK);
+        assert_eq!(
+            post_windows(&state, body.clone()).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        drop(agg_rx.try_recv());
+        assert_eq!(post_windows(&state, body).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn window_bodies_have_their_own_limit_and_large_ones_decode() {
+        let (state, agg_rx) = app_state(64 << 20);
+        assert!(state.cfg.max_body_bytes > MAX_WINDOW_BODY_BYTES);
+        // Over the window limit (under the span limit): 413 naming the limit.
+        let (status, rpc) = post_windows(&state, vec![0u8; MAX_WINDOW_BODY_BYTES + 1]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{}", rpc.message);
+        assert_eq!(
+            rpc.message,
+            "window batch over the 4 MiB limit of this endpoint"
+        );
+        assert_eq!(state.budget.used(), 0);
+        assert!(agg_rx.is_empty());
+        // A batch over a MiB (decoded and checked on a blocking thread) is merged.
+        let big = window_batch(4096).encode_to_vec();
+        assert!(big.len() > DECODE_INLINE_BYTES && big.len() < MAX_WINDOW_BODY_BYTES);
+        let (status, rpc) = post_windows(&state, big).await;
+        assert_eq!(status, StatusCode::OK, "{}", rpc.message);
+        assert!(
+            matches!(agg_rx.try_recv(), Ok(AggMsg::Windows { batch, .. }) if batch.windows.len() == 4096)
+        );
+        // A bad histogram among many is still found.
+        let mut bad = window_batch(100);
+        bad.windows[99].self_latency = b"not a histogram".to_vec();
+        let (status, rpc) = post_windows(&state, bad.encode_to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(rpc.message.contains("bad histogram"), "{}", rpc.message);
+    }
 
     fn pending(metrics: &Arc<Metrics>) -> Arc<Pending> {
         let budget = Budget::new(1 << 20, Arc::clone(metrics));
