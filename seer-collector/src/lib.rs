@@ -307,7 +307,11 @@ impl Collector {
                             let ok = if agent {
                                 node_tx.try_send(s).is_ok()
                             } else {
-                                agg2.try_send(AggMsg::Node(s)).is_ok()
+                                agg2.try_send(AggMsg::Node {
+                                    sample: s,
+                                    reservation: None,
+                                })
+                                .is_ok()
                             };
                             if !ok {
                                 internal_events::Dropped {

@@ -49,7 +49,13 @@ pub enum AggMsg {
         reservation: Reservation,
     },
     /// A node sample.
-    Node(NodeSample),
+    Node {
+        /// The sample.
+        sample: NodeSample,
+        /// Ingest memory held for a posted sample until it is merged (none for this node's
+        /// own samples).
+        reservation: Option<Reservation>,
+    },
     /// A ground-truth label.
     Label(Label),
 }
@@ -370,11 +376,15 @@ fn handle(agg: &mut Aggregator, msg: AggMsg, writer: Option<&StoreHandle>) {
             agg.on_windows(&batch, node.as_deref(), now_unix_ns());
             drop(reservation);
         }
-        AggMsg::Node(s) => {
+        AggMsg::Node {
+            sample,
+            reservation,
+        } => {
             if let Some(w) = writer {
-                w.record(Record::Node(s.clone()));
+                w.record(Record::Node(sample.clone()));
             }
-            agg.on_node(s);
+            agg.on_node(sample);
+            drop(reservation);
         }
         AggMsg::Label(l) => agg.on_label(l),
     }

@@ -7,14 +7,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::hw::NodeSample;
+use crate::ingest::budget::Reservation;
+use crate::ingest::error::IngestError;
 use crate::ingest::now_unix_ns;
 use crate::internal_events::RequestRejected;
 use crate::pipeline::{AggMsg, AppState, Shared};
@@ -365,34 +368,103 @@ pub async fn alerts(
     )
 }
 
-/// `POST /v1/labels`: one fault record or an array of them (JSON, see [`Label`]).
-pub async fn post_labels(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+/// Most bytes of a `POST /v1/labels` body.
+pub const MAX_LABELS_BODY_BYTES: usize = 1 << 20;
+
+/// Most bytes of a `POST /v1/seer/nodes` body: a sample listing thousands of services is
+/// about 1.5 MiB of JSON.
+pub const MAX_NODE_BODY_BYTES: usize = 2 << 20;
+
+/// Most bytes of a label's service, resource or class.
+pub const MAX_LABEL_FIELD: usize = crate::ingest::otlp::MAX_SERVICE_NAME;
+
+/// An ingest error as a JSON API error (with `Retry-After` when it is retryable), counted in
+/// `seer_requests_rejected_total`.
+fn refusal(state: &AppState, e: &IngestError) -> Response {
+    let status = e.status();
+    RequestRejected {
+        status: status.as_u16(),
+    }
+    .emit(&state.metrics);
+    let mut r = ApiError(status, e.to_string()).into_response();
+    if let Some(secs) = e.retry_after() {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+/// A 400 counted in `seer_requests_rejected_total`.
+fn rejected(state: &AppState, msg: impl Into<String>) -> Response {
+    RequestRejected { status: 400 }.emit(&state.metrics);
+    bad(msg).into_response()
+}
+
+/// Reads a posted body as the ingest endpoints do: within `body_read_timeout_ms` (else 408 and
+/// the connection closed), reserved against the ingest memory budget (else 503), at most
+/// `limit` bytes after decompression (else 413 naming `what` and the limit).
+///
+/// # Errors
+///
+/// The refusal, ready to send.
+async fn read_posted(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &'static str,
+) -> Result<(Bytes, Reservation), Response> {
+    let limit = limit.min(state.cfg.max_body_bytes);
+    crate::ingest::read_body(state, headers, body, limit)
+        .await
+        .map_err(|e| refusal(state, &e.over_limit(what, limit)))
+}
+
+/// `POST /v1/labels`: one fault record or an array of them (JSON, see [`Label`]), at most
+/// [`MAX_LABELS_BODY_BYTES`]. The body is read as ingest bodies are (see [`read_posted`]).
+pub async fn post_labels(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
         One(Label),
         Many(Vec<Label>),
     }
-    if body.len() > 1 << 20 {
-        RequestRejected { status: 413 }.emit(&state.metrics);
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "labels body over 1 MiB".into(),
-        ));
-    }
+    let (body, _res) =
+        match read_posted(&state, &headers, body, MAX_LABELS_BODY_BYTES, "labels body").await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
     let labels = match serde_json::from_slice::<OneOrMany>(&body) {
         Ok(OneOrMany::One(l)) => vec![l],
         Ok(OneOrMany::Many(v)) => v,
         Err(e) => {
-            RequestRejected { status: 400 }.emit(&state.metrics);
-            return Err(bad(format!(
-                "expected {{service, resource, class, start, end}} or an array of them: {e}"
-            )));
+            return rejected(
+                &state,
+                format!(
+                    "expected {{service, resource, class, start, end}} or an array of them: {e}"
+                ),
+            );
         }
     };
+    let long = |f: &Option<String>| f.as_ref().is_some_and(|f| f.len() > MAX_LABEL_FIELD);
     for l in &labels {
-        if l.service.is_empty() || l.end.is_some_and(|e| e < l.start) {
-            return Err(bad("a label needs a service and end >= start"));
+        if l.service.is_empty()
+            || l.service.len() > MAX_LABEL_FIELD
+            || long(&l.resource)
+            || long(&l.class)
+            || l.end.is_some_and(|e| e < l.start)
+        {
+            return rejected(
+                &state,
+                format!(
+                    "a label needs a service, end >= start, and service, resource and class of \
+                     at most {MAX_LABEL_FIELD} bytes"
+                ),
+            );
         }
     }
     let n = labels.len();
@@ -401,13 +473,14 @@ pub async fn post_labels(State(state): State<AppState>, body: Bytes) -> Result<R
             w.record(Record::Label(l.clone()));
         }
         if state.agg_tx.try_send(AggMsg::Label(l)).is_err() {
-            return Err(ApiError(
+            return ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "aggregator queue full".into(),
-            ));
+            )
+            .into_response();
         }
     }
-    Ok((StatusCode::OK, Json(json!({ "accepted": n }))).into_response())
+    (StatusCode::OK, Json(json!({ "accepted": n }))).into_response()
 }
 
 /// `GET /v1/labels`.
@@ -421,22 +494,34 @@ pub async fn labels(
     Ok(Json(json!({ "labels": l })).into_response())
 }
 
-/// `POST /v1/seer/nodes`: a node sample from an agent (JSON [`NodeSample`]).
-pub async fn post_node(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let sample: NodeSample = serde_json::from_slice(&body).map_err(|e| {
-        RequestRejected { status: 400 }.emit(&state.metrics);
-        bad(format!("bad node sample: {e}"))
-    })?;
+/// `POST /v1/seer/nodes`: a node sample from an agent (JSON [`NodeSample`]), at most
+/// [`MAX_NODE_BODY_BYTES`]. The body is read as ingest bodies are (see [`read_posted`]), and
+/// its reservation stays with the sample until the aggregator merged it.
+pub async fn post_node(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let (body, reservation) =
+        match read_posted(&state, &headers, body, MAX_NODE_BODY_BYTES, "node sample").await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+    let sample: NodeSample = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return rejected(&state, format!("bad node sample: {e}")),
+    };
     if sample.node.is_empty() || sample.features.len() > 256 || sample.services.len() > 4096 {
-        return Err(bad("node sample needs a node name and bounded lists"));
+        return rejected(&state, "node sample needs a node name and bounded lists");
     }
-    if state.agg_tx.try_send(AggMsg::Node(sample)).is_err() {
-        return Err(ApiError(
+    let msg = AggMsg::Node {
+        sample,
+        reservation: Some(reservation),
+    };
+    if state.agg_tx.try_send(msg).is_err() {
+        return ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "aggregator queue full".into(),
-        ));
+        )
+        .into_response();
     }
-    Ok(StatusCode::OK.into_response())
+    StatusCode::OK.into_response()
 }
 
 /// `GET /v1/nodes?node=..&from=..&to=..`.
@@ -526,6 +611,143 @@ pub async fn not_found(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::tests::app_state;
+
+    /// A body that sends `first` and then nothing, never ending.
+    struct Stall(Option<Bytes>);
+
+    impl hyper::body::Body for Stall {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            match self.0.take() {
+                Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+                None => std::task::Poll::Pending,
+            }
+        }
+    }
+
+    fn length(n: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CONTENT_LENGTH, n.into());
+        h
+    }
+
+    async fn text(r: Response) -> String {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    fn sample_json() -> Vec<u8> {
+        serde_json::to_vec(&NodeSample {
+            node: "n2".into(),
+            unix_ns: 1,
+            features: vec![Some(1.0); 8],
+            services: Vec::new(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn posted_nodes_and_labels_have_a_read_deadline() {
+        let (mut state, agg_rx) = app_state(64 << 20);
+        state.cfg = std::sync::Arc::new(crate::config::Config {
+            body_read_timeout_ms: 50,
+            ..crate::config::Config::default()
+        });
+        // A guard far beyond the deadline: only a read without one reaches it.
+        let guard = Duration::from_secs(30);
+        let stalled = || Body::new(Stall(Some(Bytes::from_static(b"{\"node\""))));
+        let r = tokio::time::timeout(
+            guard,
+            post_node(State(state.clone()), length(1000), stalled()),
+        )
+        .await
+        .expect("a stalled node sample was waited for without a deadline");
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(text(r).await.contains("not received within 50 ms"));
+        let r = tokio::time::timeout(
+            guard,
+            post_labels(State(state.clone()), length(1000), stalled()),
+        )
+        .await
+        .expect("a stalled labels body was waited for without a deadline");
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(state.budget.used(), 0);
+        assert!(agg_rx.is_empty());
+        assert_eq!(state.metrics.requests_rejected(408), 2);
+    }
+
+    #[tokio::test]
+    async fn posted_nodes_and_labels_are_budgeted_and_limited() {
+        let body = sample_json();
+        // A budget smaller than the body: 503 + Retry-After, nothing queued.
+        let (state, agg_rx) = app_state(body.len() / 2);
+        let r = post_node(
+            State(state.clone()),
+            length(body.len()),
+            body.clone().into(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let labels = br#"{"service":"c","start":1}"#.to_vec();
+        let (state, _) = app_state(labels.len() / 2);
+        let r = post_labels(State(state), length(labels.len()), labels.into()).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(agg_rx.is_empty());
+        // Within the budget: the queued sample holds its reservation until merged.
+        let (state, agg_rx) = app_state(64 << 20);
+        let r = post_node(
+            State(state.clone()),
+            length(body.len()),
+            body.clone().into(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK, "{}", text(r).await);
+        assert!(state.budget.used() >= body.len());
+        match agg_rx.try_recv() {
+            Ok(AggMsg::Node {
+                sample,
+                reservation: Some(_),
+            }) => assert_eq!(sample.node, "n2"),
+            other => panic!("expected a posted node sample, got {other:?}"),
+        }
+        assert_eq!(state.budget.used(), 0);
+        // Over the limits: 413 naming them.
+        let r = post_node(
+            State(state.clone()),
+            length(MAX_NODE_BODY_BYTES + 1),
+            vec![b' '; MAX_NODE_BODY_BYTES + 1].into(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(text(r).await.contains("node sample over the 2 MiB limit"));
+        let r = post_labels(
+            State(state.clone()),
+            length(MAX_LABELS_BODY_BYTES + 1),
+            vec![b' '; MAX_LABELS_BODY_BYTES + 1].into(),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(text(r).await.contains("labels body over the 1 MiB limit"));
+        // A label field past its bound is refused.
+        let long = format!(
+            r#"{{"service":"{}","start":1}}"#,
+            "s".repeat(MAX_LABEL_FIELD + 1)
+        );
+        let r = post_labels(State(state.clone()), length(long.len()), long.into()).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(state.budget.used(), 0);
+        assert!(agg_rx.is_empty());
+    }
 
     #[test]
     fn times_and_ids() {
