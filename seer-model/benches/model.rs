@@ -21,6 +21,11 @@
 //! - 2026-12-03, third session, convolutions as one matrix product per layer: 6 alternating
 //!   pairs against the previous binary, medians 1.47 -> 1.34 ms infer (pair ratio 0.89), train
 //!   step 5.2 -> 4.5 ms, the quality check's shape 1.00 -> 0.81 ms. Target still missed.
+//! - 2026-12-04, third session, inference gathers the convolution rows with one strided copy:
+//!   9 alternating pairs at load average 10-12, medians 0.96 -> 0.91 ms infer (pair ratio
+//!   0.96), 1.08 -> 0.92 ms on the model thread; callgrind -4.3%. On this VM the old binary
+//!   already measured 0.88-0.96 ms (median of pairs, under that load): under the 1 ms target
+//!   on this VM at 64 services. See docs/MODEL-EVAL.md "Benchmarks".
 //!
 //! Compare ratios within one run, never absolute times across runs.
 //!

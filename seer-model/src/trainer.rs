@@ -209,7 +209,7 @@ impl Engine {
         } else {
             let w = self.history.windows(&[seq], self.cfg.window);
             let (x, mask, adj) = self.tensors(&w)?;
-            let logits = tch::no_grad(|| self.net.forward(&x, &mask, &adj));
+            let logits = self.net.infer(&x, &mask, &adj);
             let risks = Vec::<f32>::try_from(&logits.service.sigmoid().view([-1]))?;
             let global = Vec::<f32>::try_from(&logits.global.sigmoid())?;
             (risks, global.first().copied().unwrap_or(0.0))

@@ -35,6 +35,15 @@ pub(crate) struct Logits {
     pub(crate) global: Tensor,
 }
 
+/// Which pass [`SeerNet::pass`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// With autograd: the ops training differentiates.
+    Train,
+    /// Under `no_grad`: the same values through cheaper ops.
+    Infer,
+}
+
 /// The whole network.
 #[derive(Debug)]
 pub(crate) struct SeerNet {
@@ -66,16 +75,29 @@ impl SeerNet {
         }
     }
 
-    /// `x`: `[B, S, W, C]`; `mask`: `[B, S]` (1 = real service); `adjacency`: `[B, S, S]`,
-    /// caller -> callee.
+    /// The training pass, with autograd. `x`: `[B, S, W, C]`; `mask`: `[B, S]` (1 = real
+    /// service); `adjacency`: `[B, S, S]`, caller -> callee.
     pub(crate) fn forward(&self, x: &Tensor, mask: &Tensor, adjacency: &Tensor) -> Logits {
+        self.pass(x, mask, adjacency, Pass::Train)
+    }
+
+    /// The inference pass, under `tch::no_grad`: the same logits as [`SeerNet::forward`], through
+    /// the convolutions' inference gather (see [`Cnn::infer`]).
+    pub(crate) fn infer(&self, x: &Tensor, mask: &Tensor, adjacency: &Tensor) -> Logits {
+        tch::no_grad(|| self.pass(x, mask, adjacency, Pass::Infer))
+    }
+
+    fn pass(&self, x: &Tensor, mask: &Tensor, adjacency: &Tensor, pass: Pass) -> Logits {
         let size = x.size();
         let (b, s, w, c) = (size[0], size[1], size[2], size[3]);
         let e = self.shape.embed;
         let seq = x.view([b * s, w, c]);
         // Time-major rows in and out of the convolutions: the LSTM reads them contiguous (on a
         // strided view libtorch's LSTM costs about twice the instructions, callgrind).
-        let conv = self.cnn.forward(&seq);
+        let conv = match pass {
+            Pass::Train => self.cnn.forward(&seq),
+            Pass::Infer => self.cnn.infer(&seq),
+        };
         let h = self.lstm.last(&conv);
         let recent =
             seq.narrow(1, w - RECENT.min(w), RECENT.min(w))
@@ -153,6 +175,41 @@ mod tests {
         }
         assert_eq!(SeerNet::steps(64), 16);
         assert_eq!(SeerNet::steps(30), 8);
+    }
+
+    #[test]
+    fn inference_pass_equals_training_pass() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let shape = NetShape {
+            channels: 7,
+            conv: 32,
+            hidden: 48,
+            embed: 16,
+        };
+        let net = SeerNet::new(&vs.root(), shape);
+        for (b, s, w) in [(1, 1, 1), (1, 5, 4), (2, 9, 30), (1, 13, 64)] {
+            let x = Tensor::randn([b, s, w, 7], (Kind::Float, Device::Cpu));
+            let mask = Tensor::ones([b, s], (Kind::Float, Device::Cpu));
+            let adj = Tensor::rand([b, s, s], (Kind::Float, Device::Cpu))
+                .gt(0.7)
+                .to_kind(Kind::Float);
+            let train = net.forward(&x, &mask, &adj);
+            let infer = net.infer(&x, &mask, &adj);
+            let diff = (train.service - infer.service)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(
+                diff < 1e-5,
+                "b {b}, s {s}, w {w}: service logits differ by {diff}"
+            );
+            let gdiff = (train.global - infer.global).abs().max().double_value(&[]);
+            assert!(
+                gdiff < 1e-5,
+                "b {b}, s {s}, w {w}: global logit differs by {gdiff}"
+            );
+        }
     }
 
     #[test]
