@@ -1,7 +1,9 @@
 //! Agent mode: `seer-collector agent --upstream URL` runs on each node, samples it, and
 //! forwards node samples plus its local services' windows and spans to a central collector.
 //!
-//! Local services post to the agent exactly as they would to the collector. Window batches are
+//! Local services post to the agent exactly as they would to the collector: spans, window
+//! batches, node samples and labels (`POST /v1/seer/nodes`, `/v1/labels`) are all forwarded,
+//! after the same checks the collector makes. Window batches are
 //! stamped with this node's name (when they carry none) before they go upstream, so the central
 //! collector maps every service to its node; the upstream's advice reply is relayed back
 //! unchanged. Span batches are forwarded as OTLP protobuf and acknowledged only when the
@@ -228,6 +230,21 @@ impl Forwarder {
             HeaderValue::from_static(seer_proto::PROTOBUF_CONTENT_TYPE),
         );
         Ok(r)
+    }
+
+    /// Forwards a `POST /v1/labels` body (JSON, already checked).
+    ///
+    /// # Errors
+    ///
+    /// The upstream's refusal mapped to an [`IngestError`].
+    pub async fn labels(&self, body: Bytes) -> Result<(), IngestError> {
+        self.post(
+            crate::serve::api::LABELS_PATH,
+            seer_proto::JSON_CONTENT_TYPE,
+            body,
+        )
+        .await
+        .map(drop)
     }
 
     /// Forwards a node sample.

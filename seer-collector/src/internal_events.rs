@@ -87,13 +87,16 @@ pub enum DropStage {
     Webhook,
     /// Agent forwarding queue was full.
     Forward,
+    /// Agent mode: a node sample the upstream collector refused or could not be reached for
+    /// (the failure is logged at warn, at most once per 10 s).
+    ForwardFailed,
     /// Background records (windows, predictions, alerts, labels, episodes, node samples) in a
     /// store commit that failed. Span batches are not counted: their senders got 503 and retry.
     StoreWrite,
 }
 
 impl DropStage {
-    const ALL: [DropStage; 10] = [
+    const ALL: [DropStage; 11] = [
         Self::Aggregate,
         Self::LateWindow,
         Self::FutureWindow,
@@ -103,6 +106,7 @@ impl DropStage {
         Self::TraceAssembly,
         Self::Webhook,
         Self::Forward,
+        Self::ForwardFailed,
         Self::StoreWrite,
     ];
     fn label(self) -> &'static str {
@@ -116,6 +120,7 @@ impl DropStage {
             Self::TraceAssembly => "trace_assembly",
             Self::Webhook => "webhook_queue_full",
             Self::Forward => "forward_queue_full",
+            Self::ForwardFailed => "forward_failed",
             Self::StoreWrite => "store_write_failed",
         }
     }
@@ -145,7 +150,7 @@ pub struct Metrics {
     spans_accepted: AtomicU64,
     spans_rejected: AtomicU64,
     requests_rejected: [AtomicU64; 8],
-    dropped: [AtomicU64; 10],
+    dropped: [AtomicU64; 11],
     windows_received: AtomicU64,
     ingest_bytes: AtomicU64,
     ingest_budget: AtomicU64,

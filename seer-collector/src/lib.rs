@@ -288,9 +288,18 @@ impl Collector {
             let fwd = forward.clone();
             let (node_tx, mut node_rx) = tokio::sync::mpsc::channel::<hw::NodeSample>(64);
             if let Some(fwd) = fwd {
+                let metrics = Arc::clone(&metrics);
                 tokio::spawn(async move {
                     while let Some(s) = node_rx.recv().await {
-                        let _ = fwd.node(&s).await;
+                        // The forwarder logs the failure (at warn at most once per 10 s); the
+                        // sample is lost, and counted.
+                        if fwd.node(&s).await.is_err() {
+                            internal_events::Dropped {
+                                stage: internal_events::DropStage::ForwardFailed,
+                                count: 1,
+                            }
+                            .emit(&metrics);
+                        }
                     }
                 });
             }
@@ -476,9 +485,11 @@ pub async fn run(cfg: Config, agent: bool) -> Result<(), StartError> {
     let addr = running.local_addr();
     if agent {
         println!(
-            "seer-collector agent listening on http://{addr} (ingest {} and {}), forwarding to {}",
+            "seer-collector agent listening on http://{addr} (ingest {}, {}, {} and {}), forwarding to {}",
             seer_proto::TRACES_PATH,
             seer_proto::WINDOWS_PATH,
+            serve::api::NODES_PATH,
+            serve::api::LABELS_PATH,
             upstream.unwrap_or_default()
         );
     } else {

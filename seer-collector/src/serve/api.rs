@@ -29,6 +29,9 @@ use crate::window::Label;
 /// Path the agent posts node samples to (JSON [`NodeSample`]).
 pub const NODES_PATH: &str = "/v1/seer/nodes";
 
+/// Path of the ground-truth labels (`POST` one or many, `GET` the stored ones).
+pub const LABELS_PATH: &str = "/v1/labels";
+
 /// An API error: a status and a message, rendered as `{"error": "..."}`.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
@@ -422,6 +425,8 @@ async fn read_posted(
 
 /// `POST /v1/labels`: one fault record or an array of them (JSON, see [`Label`]), at most
 /// [`MAX_LABELS_BODY_BYTES`]. The body is read as ingest bodies are (see [`read_posted`]).
+/// An agent forwards the checked labels to its upstream collector and answers with its
+/// acknowledgement (or its refusal, mapped as for spans).
 pub async fn post_labels(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -468,6 +473,12 @@ pub async fn post_labels(
         }
     }
     let n = labels.len();
+    if let Some(fwd) = &state.forward {
+        return match fwd.labels(body).await {
+            Ok(()) => (StatusCode::OK, Json(json!({ "accepted": n }))).into_response(),
+            Err(e) => refusal(&state, &e),
+        };
+    }
     for l in labels {
         if let Some(w) = &state.writer {
             w.record(Record::Label(l.clone()));
@@ -496,7 +507,8 @@ pub async fn labels(
 
 /// `POST /v1/seer/nodes`: a node sample from an agent (JSON [`NodeSample`]), at most
 /// [`MAX_NODE_BODY_BYTES`]. The body is read as ingest bodies are (see [`read_posted`]), and
-/// its reservation stays with the sample until the aggregator merged it.
+/// its reservation stays with the sample until the aggregator merged it. An agent forwards the
+/// checked sample to its upstream collector and answers once that acknowledged it.
 pub async fn post_node(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let (body, reservation) =
         match read_posted(&state, &headers, body, MAX_NODE_BODY_BYTES, "node sample").await {
@@ -509,6 +521,12 @@ pub async fn post_node(State(state): State<AppState>, headers: HeaderMap, body: 
     };
     if sample.node.is_empty() || sample.features.len() > 256 || sample.services.len() > 4096 {
         return rejected(&state, "node sample needs a node name and bounded lists");
+    }
+    if let Some(fwd) = &state.forward {
+        return match fwd.node(&sample).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(e) => refusal(&state, &e),
+        };
     }
     let msg = AggMsg::Node {
         sample,

@@ -35,7 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route(seer_proto::TRACES_PATH, post(crate::ingest::traces))
         .route(seer_proto::WINDOWS_PATH, post(crate::ingest::windows))
         .route(api::NODES_PATH, post(api::post_node))
-        .route("/v1/labels", post(api::post_labels))
+        .route(api::LABELS_PATH, post(api::post_labels))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::ingest,
@@ -49,7 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/traces", get(api::trace_list))
         .route("/v1/traces/{trace_id}", get(api::trace))
         .route("/v1/alerts", get(api::alerts))
-        .route("/v1/labels", get(api::labels))
+        .route(api::LABELS_PATH, get(api::labels))
         .route("/v1/nodes", get(api::nodes))
         .route("/v1/status", get(api::status))
         .route("/metrics", get(api::metrics))

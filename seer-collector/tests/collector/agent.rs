@@ -3,6 +3,7 @@
 
 use prost::Message;
 use seer_collector::Collector;
+use seer_collector::internal_events::DropStage;
 
 use crate::common::*;
 
@@ -135,4 +136,101 @@ async fn an_https_or_malformed_upstream_is_refused_at_start() {
         assert!(msg.contains("--upstream"), "{url}: {msg}");
         assert!(msg.contains(says), "{url}: {msg}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_forwards_posted_labels_and_node_samples() {
+    // Posted to an agent, labels and node samples reach the central collector (the agent has
+    // no aggregator of its own to queue them for).
+    let central = start(|c| c.tick_ms = 50).await;
+    let adir = tempfile::tempdir().unwrap();
+    let mut acfg = config(adir.path());
+    acfg.upstream = Some(format!("http://{}", central.addr));
+    let agent = Collector::new(acfg).agent().start().await.unwrap();
+    let aaddr = agent.local_addr();
+    let label = r#"{"service":"edge","resource":"cpu","class":"step","start":1,"end":2}"#;
+    let r = post(aaddr, "/v1/labels", "application/json", label).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["accepted"], 1);
+    // Checked by the agent before forwarding.
+    let r = post(aaddr, "/v1/labels", "application/json", r#"{"service":""}"#).await;
+    assert_eq!(r.status, 400);
+    let sample = serde_json::json!({
+        "node": "node-b",
+        "unix_ns": now_ns(),
+        "features": [1.0, null],
+        "services": [],
+    });
+    let r = post(
+        aaddr,
+        "/v1/seer/nodes",
+        "application/json",
+        serde_json::to_vec(&sample).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        eventually(20, || async {
+            let l = get(central.addr, "/v1/labels").await.json();
+            l["labels"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|l| l["service"] == "edge"))
+        })
+        .await,
+        "the label never reached the central collector"
+    );
+    assert!(
+        eventually(20, || async {
+            let n = get(central.addr, "/v1/nodes?node=node-b&from=-1m")
+                .await
+                .json();
+            n["samples"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await,
+        "the node sample never reached the central collector"
+    );
+    agent.shutdown().await.unwrap();
+    central.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_samples_the_upstream_refuses_are_counted_as_dropped() {
+    // The central collector wants a token the agent does not have: every node sample the
+    // agent's sampler forwards is refused (401), and counted.
+    let central = start(|c| c.ingest_token = Some("central-secret".into())).await;
+    let adir = tempfile::tempdir().unwrap();
+    let mut acfg = config(adir.path());
+    acfg.sampler = true;
+    acfg.tick_ms = 50;
+    acfg.upstream = Some(format!("http://{}", central.addr));
+    let agent = Collector::new(acfg).agent().start().await.unwrap();
+    assert!(
+        eventually(20, || async {
+            agent.metrics().dropped(DropStage::ForwardFailed) >= 2
+        })
+        .await,
+        "refused node samples were not counted"
+    );
+    let m = String::from_utf8(get(agent.local_addr(), "/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        m.contains("seer_dropped_total{stage=\"forward_failed\"}"),
+        "{m}"
+    );
+    // Posted ones get the refusal as a retryable 503 instead.
+    let r = post(
+        agent.local_addr(),
+        "/v1/seer/nodes",
+        "application/json",
+        r#"{"node":"x","unix_ns":1,"features":[],"services":[]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("upstream answered 401"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    agent.shutdown().await.unwrap();
+    central.running.shutdown().await.unwrap();
 }
