@@ -363,6 +363,10 @@ impl Collector {
             Arc::clone(&metrics),
             shutdown_rx,
         ));
+        // From here on a thread that ends (a panic) makes /readyz answer 503.
+        for t in threads {
+            shared.threads.watch(t);
+        }
         pipeline::set_ready(&shared, true);
         Ok(RunningCollector {
             addr,
@@ -372,7 +376,6 @@ impl Collector {
             report,
             shutdown_tx,
             server: Some(server),
-            threads,
             stop,
         })
     }
@@ -388,7 +391,6 @@ pub struct RunningCollector {
     report: ProbeReport,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -434,8 +436,11 @@ impl RunningCollector {
             }
         }
         self.stop.store(true, Ordering::Release);
-        self.state = None;
-        let threads = std::mem::take(&mut self.threads);
+        let threads = self
+            .state
+            .take()
+            .map(|s| s.shared.threads.take())
+            .unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             for t in threads {
                 t.thread().unpark();

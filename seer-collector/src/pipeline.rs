@@ -110,6 +110,42 @@ pub struct Shared {
     pub predictor: RwLock<String>,
     /// Closed ticks queued for the prediction thread.
     pub frames_queued: std::sync::atomic::AtomicUsize,
+    /// The collector's threads, watched by `/readyz`.
+    pub threads: Threads,
+}
+
+/// The collector's long-lived threads (store writer, aggregator, prediction, node sampler).
+/// Each runs until shutdown, so one that has ended before (a panic, whose message is in the
+/// log) leaves the collector broken: `/readyz` names it and answers 503.
+#[derive(Debug, Default)]
+pub struct Threads(std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>);
+
+impl Threads {
+    fn handles(&self) -> std::sync::MutexGuard<'_, Vec<std::thread::JoinHandle<()>>> {
+        // A handle list is valid whatever panicked while it was held.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Watches `thread` (until [`Threads::take`]).
+    pub fn watch(&self, thread: std::thread::JoinHandle<()>) {
+        self.handles().push(thread);
+    }
+
+    /// The names of the watched threads that have ended.
+    pub fn ended(&self) -> Vec<String> {
+        self.handles()
+            .iter()
+            .filter(|t| t.is_finished())
+            .map(|t| t.thread().name().unwrap_or("unnamed").to_owned())
+            .collect()
+    }
+
+    /// Stops watching every thread and hands their handles over (to join them at shutdown).
+    pub fn take(&self) -> Vec<std::thread::JoinHandle<()>> {
+        std::mem::take(&mut *self.handles())
+    }
 }
 
 impl Shared {

@@ -600,15 +600,26 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 200 once the store is open and the threads run, else 503 (also while the
-/// store is failing with an I/O error and being reopened).
+/// `GET /readyz`: 200 once the store is open and the threads run, else 503: while starting,
+/// once a thread has died (a panic; the answer names the thread, and only a restart brings it
+/// back), and while the store is failing with an I/O error and being reopened.
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    let ended = state.shared.threads.ended();
     if !state
         .shared
         .ready
         .load(std::sync::atomic::Ordering::Acquire)
     {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    } else if !ended.is_empty() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "thread {} died (see the log for its panic); restart the collector\n",
+                ended.join(", ")
+            ),
+        )
+            .into_response()
     } else if state.store.as_ref().is_some_and(|s| !s.is_healthy()) {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -449,3 +449,52 @@ async fn a_port_in_use_fails_start_before_the_store_is_opened() {
         .unwrap();
     running.shutdown().await.unwrap();
 }
+
+/// A predictor that panics on its first tick.
+struct Panicking;
+
+impl Predictor for Panicking {
+    fn name(&self) -> &'static str {
+        "panicking"
+    }
+    fn observe(&mut self, _: &TickInput<'_>) -> PredictionSet {
+        panic!("the predictor failed (on purpose, in a test)");
+    }
+    fn outcome(&mut self, _: &TickOutcome<'_>) {}
+    fn stats(&self) -> PredictorStats {
+        PredictorStats::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_a_thread_that_died() {
+    let h = start_with(
+        |c| {
+            c.tick_ms = 50;
+            c.watermark_ms = 50;
+        },
+        |c| c.with_predictor(Box::new(Panicking)),
+    )
+    .await;
+    let r = get(h.addr, "/readyz").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Ticks close and reach the predictor, which panics: its thread is gone.
+    let last = Arc::new(Mutex::new(String::new()));
+    let died = eventually(20, || {
+        let (addr, last) = (h.addr, Arc::clone(&last));
+        async move {
+            let b = batch("fe", 50_000_000, now_ns(), 0.1, 5);
+            post(addr, "/v1/seer/windows", PB, b.encode_to_vec()).await;
+            let r = get(addr, "/readyz").await;
+            *last.lock().unwrap() = String::from_utf8_lossy(&r.body).into_owned();
+            r.status == 503
+        }
+    })
+    .await;
+    let last = last.lock().unwrap().clone();
+    assert!(died, "/readyz still answers {last:?}");
+    assert!(last.contains("seer-predict"), "{last}");
+    // Liveness is another matter, and shutdown still works.
+    assert_eq!(get(h.addr, "/healthz").await.status, 200);
+    h.running.shutdown().await.unwrap();
+}
