@@ -488,23 +488,23 @@ pub async fn run(cfg: Config, agent: bool) -> Result<(), StartError> {
     }
     let running = c.start().await?;
     let addr = running.local_addr();
-    if agent {
-        println!(
+    let mut banner = if agent {
+        format!(
             "seer-collector agent listening on http://{addr} (ingest {}, {}, {} and {}), forwarding to {}",
             seer_proto::TRACES_PATH,
             seer_proto::WINDOWS_PATH,
             serve::api::NODES_PATH,
             serve::api::LABELS_PATH,
             upstream.unwrap_or_default()
-        );
+        )
     } else {
-        println!(
+        format!(
             "seer-collector listening on http://{addr}\n  ingest: POST {} (OTLP/HTTP protobuf+JSON, gzip), POST {}, POST /v1/labels\n  api:    GET /v1/advice/{{service}} /v1/predictions /v1/services /v1/graph /v1/windows /v1/traces/{{id}} /v1/alerts /metrics /healthz /readyz\n  data:   {}",
             seer_proto::TRACES_PATH,
             seer_proto::WINDOWS_PATH,
             data_dir.display()
-        );
-    }
+        )
+    };
     let r = running.probe_report();
     let fmt = |ok: bool| -> String {
         r.counters
@@ -517,7 +517,18 @@ pub async fn run(cfg: Config, agent: bool) -> Result<(), StartError> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!("  counters supported:   {}", fmt(true));
-    println!("  counters unsupported: {}", fmt(false));
+    banner.push_str(&format!(
+        "\n  counters supported:   {}\n  counters unsupported: {}\n",
+        fmt(true),
+        fmt(false)
+    ));
+    // A stdout nobody reads any more (a supervisor or script that took the address line and
+    // closed the pipe) is no reason to stop serving: write errors are ignored, where println!
+    // would panic.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    }
     running.run_until_signal().await
 }

@@ -57,9 +57,10 @@ async fn kill_9_mid_write_loses_nothing_acknowledged() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // The reader stays open until the kill: a closed pipe could fail the child's next line.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+    stdout.read_line(&mut line).unwrap();
     let addr: std::net::SocketAddr = line
         .split("http://")
         .nth(1)
@@ -105,6 +106,7 @@ async fn kill_9_mid_write_loses_nothing_acknowledged() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    drop(stdout);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
