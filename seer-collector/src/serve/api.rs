@@ -424,8 +424,8 @@ async fn read_posted(
 }
 
 /// `POST /v1/labels`: one fault record or an array of them (JSON, see [`Label`]), at most
-/// [`MAX_LABELS_BODY_BYTES`]. The body is read as ingest bodies are (see [`read_posted`]).
-/// An agent forwards the checked labels to its upstream collector and answers with its
+/// [`MAX_LABELS_BODY_BYTES`]. The body is read as ingest bodies are (a read deadline, the
+/// ingest budget, gzip). An agent forwards the checked labels to its upstream collector and answers with its
 /// acknowledgement (or its refusal, mapped as for spans).
 pub async fn post_labels(
     State(state): State<AppState>,
@@ -506,8 +506,8 @@ pub async fn labels(
 }
 
 /// `POST /v1/seer/nodes`: a node sample from an agent (JSON [`NodeSample`]), at most
-/// [`MAX_NODE_BODY_BYTES`]. The body is read as ingest bodies are (see [`read_posted`]), and
-/// its reservation stays with the sample until the aggregator merged it. An agent forwards the
+/// [`MAX_NODE_BODY_BYTES`]. The body is read as ingest bodies are (a read deadline, the
+/// ingest budget, gzip), and its reservation stays with the sample until the aggregator merged it. An agent forwards the
 /// checked sample to its upstream collector and answers once that acknowledged it.
 pub async fn post_node(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let (body, reservation) =
