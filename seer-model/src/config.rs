@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 /// The default input features: the "own queue" signals that name a culprit (see the crate docs),
-/// plus arrivals and inclusive latency for load and QoS context. Names follow the collector's feature columns.
+/// plus arrivals and inclusive latency for load and QoS context, and the two slow signals of a
+/// service losing headroom before its queue builds: its median own latency (the p99's spikes do
+/// not reach it) and the CPU it uses. Names follow the collector's feature columns.
 pub const DEFAULT_FEATURES: &[&str] = &[
     "queue_depth_mean",
     "latency_p99_ms",
@@ -13,6 +15,8 @@ pub const DEFAULT_FEATURES: &[&str] = &[
     "runq_wait_ms_per_s",
     "throttled_ms_per_s",
     "arrivals_rps",
+    "self_latency_p50_ms",
+    "cpu_used_cores",
 ];
 
 /// Everything that shapes the network, its training and when it is trusted.
@@ -34,7 +38,8 @@ pub const DEFAULT_FEATURES: &[&str] = &[
 /// | `replay_capacity` | 4096 | matured samples kept per class (violation / healthy) |
 /// | `positive_fraction` | 0.5 | share of violation samples in a batch (upsampling) |
 /// | `history` | 16384 ticks | normalised frames kept for replay windows |
-/// | `smoothing` | 0.3 | weight of a new tick in the exponentially smoothed risks |
+/// | `smoothing` | 0.2 | weight of a new tick in the exponentially smoothed risks while they rise |
+/// | `decay` | 0.1 | weight of a new tick while they fall (slower: an alarm does not flicker off and on as a fault builds) |
 /// | `threshold` | 0.5 | risk at or above which a prediction is an alarm |
 /// | `score_window` | 3000 ticks | matured ticks behind the online precision / recall |
 /// | `min_train_steps` | 300 | steps before the model may leave learning mode |
@@ -60,6 +65,7 @@ pub struct ModelConfig {
     pub(crate) positive_fraction: f64,
     pub(crate) history: usize,
     pub(crate) smoothing: f32,
+    pub(crate) decay: f32,
     pub(crate) threshold: f32,
     pub(crate) score_window: usize,
     pub(crate) min_train_steps: u64,
@@ -87,7 +93,8 @@ impl Default for ModelConfig {
             replay_capacity: 4096,
             positive_fraction: 0.5,
             history: 16384,
-            smoothing: 0.3,
+            smoothing: 0.2,
+            decay: 0.1,
             threshold: 0.5,
             score_window: 3000,
             min_train_steps: 300,
@@ -161,9 +168,17 @@ impl ModelConfig {
         /// Normalised frames kept for replay.
         with_history, history: usize
     );
+    /// Weight of a new tick in the smoothed risks, rising and falling alike (1 = no smoothing).
+    /// Call [`with_decay`](Self::with_decay) afterwards for a different weight while they fall.
+    #[must_use]
+    pub fn with_smoothing(mut self, smoothing: f32) -> Self {
+        self.smoothing = smoothing;
+        self.decay = smoothing;
+        self
+    }
     setter!(
-        /// Weight of a new tick in the smoothed risks (1 = no smoothing).
-        with_smoothing, smoothing: f32
+        /// Weight of a new tick in the smoothed risks while they fall.
+        with_decay, decay: f32
     );
     setter!(
         /// Alarm threshold on risk.
@@ -244,10 +259,14 @@ impl ModelConfig {
 
     /// Checks the settings; the message names the first bad one.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        let checks: [(bool, &str); 10] = [
+        let checks: [(bool, &str); 11] = [
             (
                 self.smoothing > 0.0 && self.smoothing <= 1.0,
                 "smoothing must be within (0, 1]",
+            ),
+            (
+                self.decay > 0.0 && self.decay <= 1.0,
+                "decay must be within (0, 1]",
             ),
             (self.window >= 4, "window must be at least 4 ticks"),
             (self.horizon >= 1, "horizon must be at least 1 tick"),
@@ -294,5 +313,10 @@ mod tests {
             .with_horizon(5);
         assert_eq!(cfg.features(), ["a", "b"]);
         assert_eq!(cfg.horizon(), 5);
+        let cfg = ModelConfig::default().with_smoothing(0.5);
+        assert_eq!((cfg.smoothing, cfg.decay), (0.5, 0.5));
+        let cfg = cfg.with_decay(0.05);
+        assert_eq!((cfg.smoothing, cfg.decay), (0.5, 0.05));
+        assert!(ModelConfig::default().with_decay(0.0).validate().is_err());
     }
 }

@@ -42,8 +42,9 @@
 //! - **Training**: online, on the model thread, from a replay buffer with violation upsampling.
 //!   The label of tick t matures once the outcomes of t+1..=t+H are known: a violation in that
 //!   span, and the culprits named for it.
-//! - **Output**: risks smoothed over ticks (weight 0.3 per tick by default), so one noisy tick
-//!   does not raise an alarm.
+//! - **Output**: risks smoothed over ticks (weight 0.2 per tick while they rise, 0.1 while they
+//!   fall, by default), so one noisy tick does not raise an alarm and a building fault's alarm
+//!   does not flicker off and on.
 //! - **Trust**: precision and recall of the model's own alarms (highest service risk at or over
 //!   the threshold) on matured labels, tick by tick, decide the
 //!   [`Mode`]: learning until the model has earned its place, fallback whenever recent

@@ -214,21 +214,22 @@ impl Engine {
             let global = Vec::<f32>::try_from(&logits.global.sigmoid())?;
             (risks, global.first().copied().unwrap_or(0.0))
         };
-        // Smooth over ticks, per service, so one spiky tick does not make an alarm.
-        let a = self.cfg.smoothing;
+        // Smooth over ticks, per service, so one spiky tick does not make an alarm; falling
+        // more slowly than rising, so an alarm does not flicker off and on while a fault builds.
+        let (rise, fall) = (self.cfg.smoothing, self.cfg.decay);
+        let smooth = |prev: f32, r: f32| prev + if r > prev { rise } else { fall } * (r - prev);
         let risks: Vec<f32> = risks
             .iter()
             .zip(&ids)
             .map(|(r, id)| {
-                let prev = self.smoothed.get(id).copied().unwrap_or(*r);
-                let v = prev + a * (r - prev);
+                let v = smooth(self.smoothed.get(id).copied().unwrap_or(*r), *r);
                 self.smoothed.insert(*id, v);
                 v
             })
             .collect();
         let global = self
             .smoothed_global
-            .map_or(global, |prev| prev + a * (global - prev));
+            .map_or(global, |prev| smooth(prev, global));
         self.smoothed_global = Some(global);
         if self.smoothed.len() > 4 * ids.len() + 64 {
             let live: HashSet<u32> = ids.iter().copied().collect();
