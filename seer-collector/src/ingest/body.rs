@@ -174,7 +174,7 @@ pub fn gunzip(input: &[u8], limit: usize, res: &mut Reservation) -> Result<Bytes
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ingest::budget::Budget;
     use crate::internal_events::Metrics;
@@ -213,7 +213,7 @@ mod tests {
     }
 
     /// A body that sends `first` and then nothing, never ending.
-    struct Stall(Option<Bytes>);
+    pub(crate) struct Stall(pub(crate) Option<Bytes>);
 
     impl hyper::body::Body for Stall {
         type Data = Bytes;

@@ -640,24 +640,8 @@ pub async fn not_found(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::body::tests::Stall;
     use crate::ingest::tests::app_state;
-
-    /// A body that sends `first` and then nothing, never ending.
-    struct Stall(Option<Bytes>);
-
-    impl hyper::body::Body for Stall {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-            match self.0.take() {
-                Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
-                None => std::task::Poll::Pending,
-            }
-        }
-    }
 
     fn length(n: usize) -> HeaderMap {
         let mut h = HeaderMap::new();
