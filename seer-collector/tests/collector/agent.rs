@@ -9,6 +9,19 @@ use crate::common::*;
 
 const PB: &str = "application/x-protobuf";
 
+/// An agent on 127.0.0.1:0 forwarding to `central`, with `tweak` applied to its config (the
+/// returned directory must outlive it).
+async fn agent_of(
+    central: std::net::SocketAddr,
+    tweak: impl FnOnce(&mut seer_collector::config::Config),
+) -> (seer_collector::RunningCollector, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.upstream = Some(format!("http://{central}"));
+    tweak(&mut cfg);
+    (Collector::new(cfg).agent().start().await.unwrap(), dir)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_forwards_windows_spans_and_node_samples() {
     let central = start(|c| {
@@ -16,13 +29,12 @@ async fn agent_forwards_windows_spans_and_node_samples() {
         c.watermark_ms = 100;
     })
     .await;
-    let adir = tempfile::tempdir().unwrap();
-    let mut acfg = config(adir.path());
-    acfg.sampler = true;
-    acfg.tick_ms = 50;
-    acfg.node = Some("node-a".into());
-    acfg.upstream = Some(format!("http://{}", central.addr));
-    let agent = Collector::new(acfg).agent().start().await.unwrap();
+    let (agent, _adir) = agent_of(central.addr, |c| {
+        c.sampler = true;
+        c.tick_ms = 50;
+        c.node = Some("node-a".into());
+    })
+    .await;
     let aaddr = agent.local_addr();
 
     let tick = 50_000_000u64;
@@ -90,10 +102,7 @@ async fn upstream_refusing_the_agent_is_a_retryable_503() {
     // misconfiguration, so the agent's clients get 503 + Retry-After (and keep their data),
     // not a 400 that makes exporters drop it.
     let central = start(|c| c.ingest_token = Some("central-secret".into())).await;
-    let adir = tempfile::tempdir().unwrap();
-    let mut acfg = config(adir.path());
-    acfg.upstream = Some(format!("http://{}", central.addr));
-    let agent = Collector::new(acfg).agent().start().await.unwrap();
+    let (agent, adir) = agent_of(central.addr, |_| {}).await;
     let aaddr = agent.local_addr();
     let req = request_of(
         "edge",
@@ -143,10 +152,7 @@ async fn an_agent_forwards_posted_labels_and_node_samples() {
     // Posted to an agent, labels and node samples reach the central collector (the agent has
     // no aggregator of its own to queue them for).
     let central = start(|c| c.tick_ms = 50).await;
-    let adir = tempfile::tempdir().unwrap();
-    let mut acfg = config(adir.path());
-    acfg.upstream = Some(format!("http://{}", central.addr));
-    let agent = Collector::new(acfg).agent().start().await.unwrap();
+    let (agent, _adir) = agent_of(central.addr, |_| {}).await;
     let aaddr = agent.local_addr();
     let label = r#"{"service":"edge","resource":"cpu","class":"step","start":1,"end":2}"#;
     let r = post(aaddr, "/v1/labels", "application/json", label).await;
@@ -198,12 +204,11 @@ async fn node_samples_the_upstream_refuses_are_counted_as_dropped() {
     // The central collector wants a token the agent does not have: every node sample the
     // agent's sampler forwards is refused (401), and counted.
     let central = start(|c| c.ingest_token = Some("central-secret".into())).await;
-    let adir = tempfile::tempdir().unwrap();
-    let mut acfg = config(adir.path());
-    acfg.sampler = true;
-    acfg.tick_ms = 50;
-    acfg.upstream = Some(format!("http://{}", central.addr));
-    let agent = Collector::new(acfg).agent().start().await.unwrap();
+    let (agent, _adir) = agent_of(central.addr, |c| {
+        c.sampler = true;
+        c.tick_ms = 50;
+    })
+    .await;
     assert!(
         eventually(20, || async {
             agent.metrics().dropped(DropStage::ForwardFailed) >= 2
