@@ -203,24 +203,9 @@ struct Instance {
     sdk: Option<SdkCounters>,
 }
 
-/// Field-wise maximum of two reports of the same cumulative counters.
-fn newest_counters(a: &SdkCounters, b: &SdkCounters) -> SdkCounters {
-    SdkCounters {
-        recorded: a.recorded.max(b.recorded),
-        exported: a.exported.max(b.exported),
-        dropped_buffer_full: a.dropped_buffer_full.max(b.dropped_buffer_full),
-        dropped_queue_full: a.dropped_queue_full.max(b.dropped_queue_full),
-        unsampled: a.unsampled.max(b.unsampled),
-        failed_exports: a.failed_exports.max(b.failed_exports),
-        dropped_rejected: a.dropped_rejected.max(b.dropped_rejected),
-        dropped_export_failed: a.dropped_export_failed.max(b.dropped_export_failed),
-        dropped_window_backlog: a.dropped_window_backlog.max(b.dropped_window_backlog),
-    }
-}
-
-/// Field-wise sum of two processes' counters.
-fn add_counters(a: &mut SdkCounters, b: &SdkCounters) {
-    // Saturating: the values come from the network.
+/// Folds `b` into `a` field by field with `f` (max for two reports of one process's cumulative
+/// counters, a saturating sum across processes: the values come from the network).
+fn fold_counters(a: &mut SdkCounters, b: &SdkCounters, f: fn(u64, u64) -> u64) {
     for (x, y) in [
         (&mut a.recorded, b.recorded),
         (&mut a.exported, b.exported),
@@ -232,7 +217,7 @@ fn add_counters(a: &mut SdkCounters, b: &SdkCounters) {
         (&mut a.dropped_export_failed, b.dropped_export_failed),
         (&mut a.dropped_window_backlog, b.dropped_window_backlog),
     ] {
-        *x = x.saturating_add(y);
+        *x = f(*x, y);
     }
 }
 
@@ -354,7 +339,7 @@ impl Aggregator {
                 let mut reports = s.instances.iter().filter_map(|i| i.sdk.as_ref());
                 let mut total = reports.next()?.clone();
                 for r in reports {
-                    add_counters(&mut total, r);
+                    fold_counters(&mut total, r, u64::saturating_add);
                 }
                 Some((s.name.clone(), total))
             })
@@ -425,12 +410,10 @@ impl Aggregator {
             match info.instances.iter_mut().find(|i| i.pid == batch.pid) {
                 Some(i) => {
                     i.last = i.last.max(seen);
-                    if let Some(c) = &batch.sdk {
-                        i.sdk = Some(
-                            i.sdk
-                                .as_ref()
-                                .map_or_else(|| c.clone(), |old| newest_counters(old, c)),
-                        );
+                    match (&mut i.sdk, &batch.sdk) {
+                        (Some(old), Some(c)) => fold_counters(old, c, u64::max),
+                        (None, Some(c)) => i.sdk = Some(c.clone()),
+                        (_, None) => {}
                     }
                 }
                 None => {

@@ -22,6 +22,17 @@ async fn agent_of(
     (Collector::new(cfg).agent().start().await.unwrap(), dir)
 }
 
+/// The agent's answer when its upstream refused it with `status`: a retryable 503 naming it.
+fn assert_refused_upstream(r: &Resp, status: u16) {
+    let body = String::from_utf8_lossy(&r.body);
+    assert_eq!(r.status, 503, "{body}");
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(
+        body.contains(&format!("upstream answered {status}")),
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_forwards_windows_spans_and_node_samples() {
     let central = start(|c| {
@@ -109,13 +120,7 @@ async fn upstream_refusing_the_agent_is_a_retryable_503() {
         vec![span([0x43; 16], 1, 0, 2, "GET /", now_ns(), 1000)],
     );
     let r = post(aaddr, "/v1/traces", PB, req.encode_to_vec()).await;
-    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.headers["retry-after"], "1");
-    assert!(
-        String::from_utf8_lossy(&r.body).contains("upstream answered 401"),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_refused_upstream(&r, 401);
     // The same for a wrong upstream path (404).
     agent.shutdown().await.unwrap();
     let mut acfg = config(adir.path());
@@ -229,13 +234,7 @@ async fn node_samples_the_upstream_refuses_are_counted_as_dropped() {
         r#"{"node":"x","unix_ns":1,"features":[],"services":[]}"#,
     )
     .await;
-    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.headers["retry-after"], "1");
-    assert!(
-        String::from_utf8_lossy(&r.body).contains("upstream answered 401"),
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_refused_upstream(&r, 401);
     agent.shutdown().await.unwrap();
     central.running.shutdown().await.unwrap();
 }
